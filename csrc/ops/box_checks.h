@@ -1,0 +1,50 @@
+// Input validation shared by every box op and backend. Messages name the op,
+// the argument, what was expected and what came; the exception types map to
+// Python's TypeError / ValueError.
+#pragma once
+
+#include <ATen/core/Tensor.h>
+#include <c10/util/Exception.h>
+
+namespace nasx::ops {
+
+inline void check_boxes(const at::Tensor& boxes, const char* op, const char* name) {
+  TORCH_CHECK_TYPE(boxes.is_floating_point(), op, ": expected ", name,
+                   " to be a floating-point tensor (float16, bfloat16, float32 or float64), got ",
+                   boxes.scalar_type());
+  TORCH_CHECK_VALUE(boxes.dim() == 2 && boxes.size(1) == 4, op, ": expected ", name,
+                    " of shape [N, 4] (x1, y1, x2, y2), got shape ", boxes.sizes());
+}
+
+inline void check_scores(const at::Tensor& scores, const at::Tensor& boxes, const char* op) {
+  TORCH_CHECK_TYPE(scores.is_floating_point(), op,
+                   ": expected scores to be a floating-point tensor, got ", scores.scalar_type());
+  TORCH_CHECK_VALUE(scores.dim() == 1 && scores.size(0) == boxes.size(0), op,
+                    ": expected scores of shape [N] with N = boxes.size(0) = ", boxes.size(0),
+                    ", got shape ", scores.sizes());
+}
+
+inline void check_idxs(const at::Tensor& idxs, const at::Tensor& boxes, const char* op) {
+  TORCH_CHECK_TYPE(!idxs.is_floating_point() && !idxs.is_complex() && idxs.scalar_type() != at::kBool, op,
+                   ": expected idxs to be an integer tensor of category indices, got ", idxs.scalar_type());
+  TORCH_CHECK_VALUE(idxs.dim() == 1 && idxs.size(0) == boxes.size(0), op,
+                    ": expected idxs of shape [N] with N = boxes.size(0) = ", boxes.size(0),
+                    ", got shape ", idxs.sizes());
+}
+
+inline void check_same_device(const at::Tensor& a, const char* a_name, const at::Tensor& b,
+                              const char* b_name, const char* op) {
+  TORCH_CHECK_VALUE(a.device() == b.device(), op, ": expected all tensors on one device, got ", a_name,
+                    " on ", a.device(), " and ", b_name, " on ", b.device());
+}
+
+inline void check_threshold(double value, const char* name, const char* op) {
+  TORCH_CHECK_VALUE(!std::isnan(value), op, ": ", name, " must be a number, got nan");
+}
+
+// float16/bfloat16 boxes are computed in float32: pixel-box areas overflow float16.
+inline at::ScalarType compute_dtype(at::ScalarType t) {
+  return t == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+}  // namespace nasx::ops

@@ -1,0 +1,35 @@
+"""Pairwise overlap of box sets."""
+import torch
+from torch import Tensor
+
+__all__ = ["box_iou", "generalized_box_iou"]
+
+
+def box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+    """Intersection over union of every pair of boxes, as ``torchvision.ops.box_iou``.
+
+    Args:
+        boxes1 (Tensor[N, 4]): boxes as (x1, y1, x2, y2), floating point.
+        boxes2 (Tensor[M, 4]): boxes as (x1, y1, x2, y2), on the same device.
+
+    Returns:
+        Tensor[N, M]: ``out[i, j]`` is the IoU of ``boxes1[i]`` and ``boxes2[j]``, in
+        the promoted dtype of the inputs (float16/bfloat16 inputs are computed in
+        float32; under autocast the result is float32). Pairs of zero-area boxes give
+        0/0 = NaN and NaN coordinates give NaN, exactly as torchvision.
+    """
+    return torch.ops.nasx.box_iou.default(boxes1, boxes2)
+
+
+def generalized_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
+    """Generalized IoU (Rezatofighi et al. 2019) of every pair, as torchvision's.
+
+    Args:
+        boxes1 (Tensor[N, 4]): boxes as (x1, y1, x2, y2) with x1 <= x2, y1 <= y2.
+        boxes2 (Tensor[M, 4]): boxes as (x1, y1, x2, y2), on the same device.
+
+    Returns:
+        Tensor[N, M]: IoU minus the fraction of the smallest enclosing box not
+        covered by the union, in [-1, 1]; dtype as :func:`box_iou`.
+    """
+    return torch.ops.nasx.generalized_box_iou.default(boxes1, boxes2)
