@@ -1,13 +1,17 @@
 """Load the compiled extension, with an error that says how to fix a mismatch."""
+import os
+
 import torch
 
 try:
     from nasx import _C
 except ImportError as exc:  # pragma: no cover - exercised only by broken installs
+    here = os.path.dirname(os.path.abspath(__file__))
     raise ImportError(
-        f"nasx's compiled kernels could not be loaded ({exc}). nasx is compiled against the "
-        f"torch that is installed when it is built; this environment has torch {torch.__version__}. "
-        "Rebuild it here with: pip install --no-build-isolation ."
+        f"nasx's compiled kernels could not be loaded from {here} ({exc}). If that is the source "
+        "tree, install nasx (pip install --no-build-isolation .) and import it from elsewhere "
+        "(run `pytest`, not `python -m pytest`, from the repository). If it is an installed copy, "
+        f"it was compiled against another torch than this one ({torch.__version__}): rebuild it here."
     ) from exc
 
 
