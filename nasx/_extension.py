@@ -1,18 +1,41 @@
 """Load the compiled extension, with an error that says how to fix a mismatch."""
-import os
+import importlib.util
+import sys
+from pathlib import Path
 
 import torch
 
-try:
-    from nasx import _C
-except ImportError as exc:  # pragma: no cover - exercised only by broken installs
-    here = os.path.dirname(os.path.abspath(__file__))
+
+def _load_compiled():
+    try:
+        from nasx import _C
+
+        return _C
+    except ImportError as exc:
+        error = exc
+    # A source checkout (e.g. `python -c "import nasx"` from the repository root) has
+    # no compiled module: use the one `pip install` put into site-packages.
+    here = Path(__file__).resolve().parent
+    for entry in sys.path:
+        candidate = Path(entry or ".").resolve() / "nasx"
+        if candidate == here or not candidate.is_dir():
+            continue
+        for path in sorted(candidate.glob("_C.*")):
+            if path.suffix not in (".so", ".pyd"):
+                continue
+            spec = importlib.util.spec_from_file_location("nasx._C", path)
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            sys.modules["nasx._C"] = module
+            return module
     raise ImportError(
-        f"nasx's compiled kernels could not be loaded from {here} ({exc}). If that is the source "
-        "tree, install nasx (pip install --no-build-isolation .) and import it from elsewhere "
-        "(run `pytest`, not `python -m pytest`, from the repository). If it is an installed copy, "
-        f"it was compiled against another torch than this one ({torch.__version__}): rebuild it here."
-    ) from exc
+        f"nasx's compiled kernels could not be loaded from {here} ({error}). Build them with "
+        "`make install` or `pip install --no-build-isolation .`; an installed copy compiled "
+        f"against another torch than this one ({torch.__version__}) must be rebuilt the same way."
+    ) from error
+
+
+_C = _load_compiled()
 
 
 def cuda_enabled() -> bool:

@@ -1,10 +1,9 @@
 """Fast detection and search ops, dispatched on the tensors' device (CPU or CUDA).
 
-Every op is also available as ``torch.ops.nasx.<name>`` and traces under
-``torch.compile(fullgraph=True)``. Pure-torch references live in
-``nasx.ops._reference`` (used by the tests).
+Every op is also available as ``torch.ops.nasx.<name>``, has a fake kernel
+(registered next to its wrapper) so it traces under ``torch.compile(fullgraph=True)``,
+and has a plainly written pure-torch reference in ``nasx.ops._reference``.
 """
-from nasx.ops import _fake  # noqa: F401  (registers fake kernels for torch.compile)
 from nasx.ops.boxes import box_iou, generalized_box_iou
 from nasx.ops.nms import batched_nms, nms, soft_nms
 

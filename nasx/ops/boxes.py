@@ -2,6 +2,8 @@
 import torch
 from torch import Tensor
 
+from nasx.ops._checks import check_boxes
+
 __all__ = ["box_iou", "generalized_box_iou"]
 
 
@@ -33,3 +35,18 @@ def generalized_box_iou(boxes1: Tensor, boxes2: Tensor) -> Tensor:
         covered by the union, in [-1, 1]; dtype as :func:`box_iou`.
     """
     return torch.ops.nasx.generalized_box_iou.default(boxes1, boxes2)
+
+
+# Fake kernels: output shape and dtype only, for torch.compile.
+def _pairwise_fake(op):
+    def fake(boxes1, boxes2):
+        check_boxes(boxes1, op, "boxes1")
+        check_boxes(boxes2, op, "boxes2")
+        dtype = torch.promote_types(boxes1.dtype, boxes2.dtype)
+        return boxes1.new_empty((boxes1.shape[0], boxes2.shape[0]), dtype=dtype)
+
+    return fake
+
+
+torch.library.register_fake("nasx::box_iou")(_pairwise_fake("box_iou"))
+torch.library.register_fake("nasx::generalized_box_iou")(_pairwise_fake("generalized_box_iou"))

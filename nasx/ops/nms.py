@@ -8,6 +8,8 @@ dropped on its score alone. ``iou_threshold`` itself must not be NaN.
 import torch
 from torch import Tensor
 
+from nasx.ops._checks import check_boxes, check_scores, dynamic_length
+
 __all__ = ["nms", "batched_nms", "soft_nms"]
 
 
@@ -79,3 +81,26 @@ def soft_nms(
     return torch.ops.nasx.soft_nms.default(
         boxes, scores, float(iou_threshold), float(sigma), float(score_threshold), str(method)
     )
+
+
+# Fake kernels: the number of kept boxes depends on the data.
+@torch.library.register_fake("nasx::nms")
+def _nms_fake(boxes, scores, iou_threshold):
+    check_boxes(boxes, "nms", "boxes")
+    check_scores(scores, boxes, "nms")
+    return boxes.new_empty((dynamic_length(),), dtype=torch.int64)
+
+
+@torch.library.register_fake("nasx::batched_nms")
+def _batched_nms_fake(boxes, scores, idxs, iou_threshold):
+    check_boxes(boxes, "batched_nms", "boxes")
+    check_scores(scores, boxes, "batched_nms")
+    return boxes.new_empty((dynamic_length(),), dtype=torch.int64)
+
+
+@torch.library.register_fake("nasx::soft_nms")
+def _soft_nms_fake(boxes, scores, iou_threshold, sigma, score_threshold, method):
+    check_boxes(boxes, "soft_nms", "boxes")
+    check_scores(scores, boxes, "soft_nms")
+    n = dynamic_length()
+    return boxes.new_empty((n,), dtype=torch.int64), scores.new_empty((n,))

@@ -1,0 +1,47 @@
+# nasx: the two commands a new user runs are `make demo` and `make test`.
+# Both create .venv/ with everything nasx needs, build nasx into it and run.
+
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The torch nasx is built against. torch >= 2.4 works; this pair is the tested one.
+TORCH_PKGS ?= torch==2.14.1 torchvision==0.29.1
+BUILD_PKGS := numpy pybind11 scikit-build-core 'cmake>=4' ninja
+TEST_PKGS := pytest hypothesis
+DEPS := $(VENV)/.nasx-deps
+
+# A second environment with the CPU-only torch build, to prove nasx builds without CUDA.
+CPU_VENV ?= .venv-cpu-torch
+CPU_TORCH ?= torch==2.13.0
+
+.PHONY: demo test install bench test-cpu-torch clean
+
+$(DEPS): Makefile pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install $(TORCH_PKGS) $(BUILD_PKGS) $(TEST_PKGS)
+	@touch $@
+
+install: $(DEPS)
+	$(BIN)/pip install --no-build-isolation --no-deps .
+
+# Until a search pipeline lands, the demo shows the kernels against torchvision.
+demo: install
+	$(BIN)/python benchmarks/bench_boxes.py --quick --no-write
+
+test: install
+	$(BIN)/pytest
+
+bench: install
+	$(BIN)/python benchmarks/bench_boxes.py
+
+test-cpu-torch:
+	@test -x $(CPU_VENV)/bin/python || $(PYTHON) -m venv $(CPU_VENV)
+	$(CPU_VENV)/bin/pip install --quiet --upgrade pip
+	$(CPU_VENV)/bin/pip install $(CPU_TORCH) $(BUILD_PKGS) $(TEST_PKGS)
+	$(CPU_VENV)/bin/pip install --no-build-isolation --no-deps --config-settings=build-dir=build/cpu-torch .
+	$(CPU_VENV)/bin/python -c "import nasx; assert not nasx.cuda_enabled(); print('nasx built against', nasx.torch_version_built_against(), 'without CUDA')"
+	$(CPU_VENV)/bin/pytest -q
+
+clean:
+	rm -rf build $(VENV) $(CPU_VENV)
