@@ -6,6 +6,8 @@
 #include <ATen/core/Tensor.h>
 #include <c10/util/Exception.h>
 
+#include <cmath>
+
 namespace nasx::ops {
 
 inline void check_boxes(const at::Tensor& boxes, const char* op, const char* name) {
@@ -40,6 +42,25 @@ inline void check_same_device(const at::Tensor& a, const char* a_name, const at:
 
 inline void check_threshold(double value, const char* name, const char* op) {
   TORCH_CHECK_VALUE(!std::isnan(value), op, ": ", name, " must be a number, got nan");
+}
+
+inline void check_pairwise_inputs(const at::Tensor& boxes1, const at::Tensor& boxes2, const char* op) {
+  check_boxes(boxes1, op, "boxes1");
+  check_boxes(boxes2, op, "boxes2");
+  check_same_device(boxes1, "boxes1", boxes2, "boxes2", op);
+}
+
+// boxes + scores (+ idxs) of the NMS family.
+inline void check_nms_inputs(const at::Tensor& boxes, const at::Tensor& scores, const at::Tensor* idxs,
+                             double iou_threshold, const char* op) {
+  check_boxes(boxes, op, "boxes");
+  check_scores(scores, boxes, op);
+  check_same_device(boxes, "boxes", scores, "scores", op);
+  check_threshold(iou_threshold, "iou_threshold", op);
+  if (idxs) {
+    check_idxs(*idxs, boxes, op);
+    check_same_device(boxes, "boxes", *idxs, "idxs", op);
+  }
 }
 
 // float16/bfloat16 boxes are computed in float32: pixel-box areas overflow float16.

@@ -66,8 +66,7 @@ NASX_SIMD_CLONES void giou_row(const double* a, const BoxColumns<double>& b, int
 
 template <bool Generalized>
 at::Tensor pairwise_cpu(const at::Tensor& boxes1, const at::Tensor& boxes2, const char* op) {
-  check_boxes(boxes1, op, "boxes1");
-  check_boxes(boxes2, op, "boxes2");
+  check_pairwise_inputs(boxes1, boxes2, op);
   const auto out_dtype = at::promote_types(boxes1.scalar_type(), boxes2.scalar_type());
   const auto dtype = compute_dtype(out_dtype);
   const auto a = boxes1.to(dtype).contiguous();

@@ -134,15 +134,8 @@ at::Tensor to_tensor(const std::vector<int64_t>& v) {
   return out;
 }
 
-void check_nms_inputs(const at::Tensor& boxes, const at::Tensor& scores, double iou_threshold, const char* op) {
-  check_boxes(boxes, op, "boxes");
-  check_scores(scores, boxes, op);
-  check_same_device(boxes, "boxes", scores, "scores", op);
-  check_threshold(iou_threshold, "iou_threshold", op);
-}
-
 at::Tensor nms_cpu(const at::Tensor& boxes_in, const at::Tensor& scores_in, double iou_threshold) {
-  check_nms_inputs(boxes_in, scores_in, iou_threshold, "nms");
+  check_nms_inputs(boxes_in, scores_in, nullptr, iou_threshold, "nms");
   const auto dtype = compute_dtype(at::promote_types(boxes_in.scalar_type(), scores_in.scalar_type()));
   const auto boxes = boxes_in.to(dtype).contiguous();
   const auto scores = scores_in.to(dtype).contiguous();
@@ -167,9 +160,7 @@ at::Tensor nms_cpu(const at::Tensor& boxes_in, const at::Tensor& scores_in, doub
 // group) and the groups are suppressed independently, in parallel, largest first.
 at::Tensor batched_nms_cpu(const at::Tensor& boxes_in, const at::Tensor& scores_in, const at::Tensor& idxs_in,
                            double iou_threshold) {
-  check_nms_inputs(boxes_in, scores_in, iou_threshold, "batched_nms");
-  check_idxs(idxs_in, boxes_in, "batched_nms");
-  check_same_device(boxes_in, "boxes", idxs_in, "idxs", "batched_nms");
+  check_nms_inputs(boxes_in, scores_in, &idxs_in, iou_threshold, "batched_nms");
   const auto dtype = compute_dtype(at::promote_types(boxes_in.scalar_type(), scores_in.scalar_type()));
   const auto boxes = boxes_in.to(dtype).contiguous();
   const auto scores = scores_in.to(dtype).contiguous();

@@ -14,7 +14,7 @@
 
 #include "ops/box_checks.h"
 #include "ops/box_math.h"
-#include "ops/soft_nms_method.h"
+#include "ops/soft_nms_checks.h"
 
 namespace nasx::ops {
 namespace {
@@ -23,6 +23,15 @@ template <typename T>
 struct Alive {
   std::vector<T> x1, y1, x2, y2, area, score;
   std::vector<int64_t> index;
+  void move(int64_t dst, int64_t src) {
+    x1[dst] = x1[src];
+    y1[dst] = y1[src];
+    x2[dst] = x2[src];
+    y2[dst] = y2[src];
+    area[dst] = area[src];
+    score[dst] = score[src];
+    index[dst] = index[src];
+  }
 };
 
 template <typename T>
@@ -54,14 +63,7 @@ std::tuple<std::vector<int64_t>, std::vector<T>> soft_nms_impl(const T* boxes, c
     kept_scores.push_back(a.score[best]);
     const T sx1 = a.x1[best], sy1 = a.y1[best], sx2 = a.x2[best], sy2 = a.y2[best], sa = a.area[best];
     // Remove the selection by moving the last alive box into its slot.
-    --alive;
-    a.x1[best] = a.x1[alive];
-    a.y1[best] = a.y1[alive];
-    a.x2[best] = a.x2[alive];
-    a.y2[best] = a.y2[alive];
-    a.area[best] = a.area[alive];
-    a.score[best] = a.score[alive];
-    a.index[best] = a.index[alive];
+    a.move(best, --alive);
     auto decay = [&](int64_t b, int64_t e) {
       for (int64_t j = b; j < e; ++j) {
         T o = iou(sx1, sy1, sx2, sy2, sa, a.x1[j], a.y1[j], a.x2[j], a.y2[j], a.area[j]);
@@ -79,15 +81,7 @@ std::tuple<std::vector<int64_t>, std::vector<T>> soft_nms_impl(const T* boxes, c
     int64_t w = 0;
     for (int64_t j = 0; j < alive; ++j) {
       if (a.score[j] < score_threshold) continue;
-      if (w != j) {
-        a.x1[w] = a.x1[j];
-        a.y1[w] = a.y1[j];
-        a.x2[w] = a.x2[j];
-        a.y2[w] = a.y2[j];
-        a.area[w] = a.area[j];
-        a.score[w] = a.score[j];
-        a.index[w] = a.index[j];
-      }
+      if (w != j) a.move(w, j);
       ++w;
     }
     alive = w;
@@ -98,11 +92,8 @@ std::tuple<std::vector<int64_t>, std::vector<T>> soft_nms_impl(const T* boxes, c
 std::tuple<at::Tensor, at::Tensor> soft_nms_cpu(const at::Tensor& boxes_in, const at::Tensor& scores_in,
                                                 double iou_threshold, double sigma, double score_threshold,
                                                 c10::string_view method_name) {
-  check_boxes(boxes_in, "soft_nms", "boxes");
-  check_scores(scores_in, boxes_in, "soft_nms");
-  check_same_device(boxes_in, "boxes", scores_in, "scores", "soft_nms");
-  check_soft_nms_args(iou_threshold, sigma, score_threshold);
-  const auto method = parse_soft_nms_method(std::string_view(method_name.data(), method_name.size()));
+  const auto method =
+      check_soft_nms_inputs(boxes_in, scores_in, iou_threshold, sigma, score_threshold, method_name);
   const auto dtype = compute_dtype(at::promote_types(boxes_in.scalar_type(), scores_in.scalar_type()));
   const auto boxes = boxes_in.to(dtype).contiguous();
   const auto scores = scores_in.to(dtype).contiguous();

@@ -35,9 +35,7 @@ __global__ void pairwise_kernel(const T* __restrict__ a, const T* __restrict__ b
 
 template <bool Generalized>
 at::Tensor pairwise_cuda(const at::Tensor& boxes1, const at::Tensor& boxes2, const char* op) {
-  check_boxes(boxes1, op, "boxes1");
-  check_boxes(boxes2, op, "boxes2");
-  check_same_device(boxes1, "boxes1", boxes2, "boxes2", op);
+  check_pairwise_inputs(boxes1, boxes2, op);
   c10::cuda::CUDAGuard guard(boxes1.device());
   const auto out_dtype = at::promote_types(boxes1.scalar_type(), boxes2.scalar_type());
   const auto dtype = compute_dtype(out_dtype);

@@ -115,14 +115,7 @@ __global__ void nms_reduce_kernel(const uint64_t* __restrict__ mask, const T* __
 
 at::Tensor nms_cuda_impl(const at::Tensor& boxes_in, const at::Tensor& scores_in, const at::Tensor* idxs_in,
                          double iou_threshold, const char* op) {
-  check_boxes(boxes_in, op, "boxes");
-  check_scores(scores_in, boxes_in, op);
-  check_same_device(boxes_in, "boxes", scores_in, "scores", op);
-  check_threshold(iou_threshold, "iou_threshold", op);
-  if (idxs_in) {
-    check_idxs(*idxs_in, boxes_in, op);
-    check_same_device(boxes_in, "boxes", *idxs_in, "idxs", op);
-  }
+  check_nms_inputs(boxes_in, scores_in, idxs_in, iou_threshold, op);
   c10::cuda::CUDAGuard guard(boxes_in.device());
   const int64_t n = boxes_in.size(0);
   if (n == 0) return at::empty({0}, boxes_in.options().dtype(at::kLong));

@@ -9,7 +9,7 @@
 
 #include "ops/box_checks.h"
 #include "ops/box_math.h"
-#include "ops/soft_nms_method.h"
+#include "ops/soft_nms_checks.h"
 
 namespace nasx::ops {
 namespace {
@@ -105,11 +105,8 @@ __global__ void soft_nms_kernel(const T* __restrict__ boxes, T* __restrict__ sco
 std::tuple<at::Tensor, at::Tensor> soft_nms_cuda(const at::Tensor& boxes_in, const at::Tensor& scores_in,
                                                  double iou_threshold, double sigma, double score_threshold,
                                                  c10::string_view method_name) {
-  check_boxes(boxes_in, "soft_nms", "boxes");
-  check_scores(scores_in, boxes_in, "soft_nms");
-  check_same_device(boxes_in, "boxes", scores_in, "scores", "soft_nms");
-  check_soft_nms_args(iou_threshold, sigma, score_threshold);
-  const auto method = parse_soft_nms_method(std::string_view(method_name.data(), method_name.size()));
+  const auto method =
+      check_soft_nms_inputs(boxes_in, scores_in, iou_threshold, sigma, score_threshold, method_name);
   c10::cuda::CUDAGuard guard(boxes_in.device());
   const auto dtype = compute_dtype(at::promote_types(boxes_in.scalar_type(), scores_in.scalar_type()));
   const auto boxes = boxes_in.to(dtype).contiguous();
