@@ -1,0 +1,3 @@
+from nasx.models.necks.fpn import FPN
+
+__all__ = ["FPN"]

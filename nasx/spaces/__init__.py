@@ -1,0 +1,5 @@
+"""Search spaces and architecture encodings: strings <-> labelled choices -> nn.Modules."""
+from nasx.spaces.mbconv import MBConvEncoding
+from nasx.spaces.residual import ResidualEncoding
+
+__all__ = ["MBConvEncoding", "ResidualEncoding"]

@@ -1,0 +1,2 @@
+class EncodingError(ValueError):
+    """An architecture string that does not follow its grammar; the message says where and why."""
