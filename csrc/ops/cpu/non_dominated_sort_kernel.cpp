@@ -9,10 +9,10 @@
 // hold a dominator of p" is answered:
 //   M = 1  a dense rank of the values;
 //   M = 2  the front's smallest f1 so far (earlier points already have f0 <= p's):
-//          O(N log N);
+//          O(N log N), after a radix sort on f0;
 //   M = 3  the front's 2-D staircase of (f1, f2) in an ordered map: O(N log^2 N);
 //   M >= 4 ENS-BS (Zhang et al. 2015): scan the front, on dense integer ranks of
-//          each objective, 8 comparisons per AVX2 instruction; points are taken in
+//          each objective, 16 (N <= 65536) or 8 comparisons per AVX2 instruction; points are taken in
 //          blocks whose searches against the earlier fronts run in parallel, and
 //          dominance inside a block is then resolved in order.
 #include <ATen/ATen.h>
@@ -20,8 +20,10 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <array>
 #include <cstring>
 #include <map>
+#include <type_traits>
 #include <numeric>
 #include <vector>
 
@@ -31,31 +33,60 @@
 namespace nasx::ops {
 namespace {
 
-constexpr int64_t kParallelSort = 1 << 15;  // below this, one thread sorts faster than two merge
+// Unsigned key with the same order as the value (-0.0 and 0.0 map to one key).
+inline uint64_t order_key(double v) {
+  v += 0.0;
+  uint64_t u;
+  std::memcpy(&u, &v, sizeof u);
+  return (u >> 63) ? ~u : (u | (uint64_t{1} << 63));
+}
+inline uint64_t order_key(float v) { return order_key(static_cast<double>(v)); }
 
-// Sorts v with cmp on all threads: chunks sorted in parallel, then merged pairwise.
-template <typename V, typename Cmp>
-void parallel_sort(std::vector<V>& v, Cmp cmp) {
-  const int64_t n = static_cast<int64_t>(v.size());
-  const int64_t parts = std::min<int64_t>(at::get_num_threads(), n / kParallelSort);
-  if (parts <= 1) {
-    std::sort(v.begin(), v.end(), cmp);
-    return;
+// Indices 0..n-1 ordered by column j of x (LSD radix sort on order_key, 11 bits
+// at a time, skipping digits that are equal everywhere); equal values keep index order.
+template <typename T>
+std::vector<int64_t> radix_order(const T* x, int64_t n, int64_t m, int64_t j) {
+  std::vector<std::pair<uint64_t, int64_t>> a(n), b(n);
+  std::vector<std::array<int64_t, 2048>> hist(6);  // 11-bit digits: 6 passes
+  for (auto& h : hist) h.fill(0);
+  for (int64_t i = 0; i < n; ++i) {
+    const uint64_t k = order_key(x[i * m + j]);
+    a[i] = {k, i};
+    for (int d = 0; d < 6; ++d) ++hist[d][(k >> (11 * d)) & 2047];
   }
-  std::vector<int64_t> bounds(parts + 1);
-  for (int64_t p = 0; p <= parts; ++p) bounds[p] = n * p / parts;
-  at::parallel_for(0, parts, 1, [&](int64_t b, int64_t e) {
-    for (int64_t p = b; p < e; ++p) std::sort(v.begin() + bounds[p], v.begin() + bounds[p + 1], cmp);
-  });
-  for (int64_t width = 1; width < parts; width *= 2) {
-    const int64_t pairs = (parts + 2 * width - 1) / (2 * width);
-    at::parallel_for(0, pairs, 1, [&](int64_t b, int64_t e) {
-      for (int64_t q = b; q < e; ++q) {
-        const int64_t lo = 2 * width * q, mid = std::min(parts, lo + width), hi = std::min(parts, lo + 2 * width);
-        if (mid < hi) std::inplace_merge(v.begin() + bounds[lo], v.begin() + bounds[mid], v.begin() + bounds[hi], cmp);
-      }
-    });
+  for (int d = 0; d < 6; ++d) {
+    auto& h = hist[d];
+    if (*std::max_element(h.begin(), h.end()) == n) continue;  // one bucket: nothing to reorder
+    int64_t sum = 0;
+    for (auto& c : h) {
+      const int64_t t = c;
+      c = sum;
+      sum += t;
+    }
+    for (const auto& e : a) b[h[(e.first >> (11 * d)) & 2047]++] = e;
+    a.swap(b);
   }
+  std::vector<int64_t> order(n);
+  for (int64_t i = 0; i < n; ++i) order[i] = a[i].second;
+  return order;
+}
+
+// Rows of x in lexicographic order: radix on column 0, then each run of equal
+// column-0 values (rare unless values repeat) sorted by the remaining columns.
+template <typename T>
+std::vector<int64_t> lex_order(const T* x, int64_t n, int64_t m) {
+  auto order = radix_order(x, n, m, 0);
+  for (int64_t b = 0; b < n;) {
+    int64_t e = b + 1;
+    while (e < n && x[order[e] * m] == x[order[b] * m]) ++e;
+    if (e - b > 1) {
+      std::sort(order.begin() + b, order.begin() + e, [&](int64_t p, int64_t q) {
+        return std::lexicographical_compare(x + p * m + 1, x + p * m + m, x + q * m + 1, x + q * m + m);
+      });
+    }
+    b = e;
+  }
+  return order;
 }
 
 template <typename T>
@@ -69,9 +100,7 @@ void check_finite_order(const T* x, int64_t count) {
 // ---- M = 1 ------------------------------------------------------------------
 template <typename T>
 void rank_1d(const T* x, int64_t n, int64_t* rank) {
-  std::vector<int64_t> order(n);
-  std::iota(order.begin(), order.end(), 0);
-  std::sort(order.begin(), order.end(), [x](int64_t a, int64_t b) { return x[a] < x[b]; });
+  const auto order = radix_order(x, n, 1, 0);
   int64_t r = 0;
   for (int64_t k = 0; k < n; ++k) {
     if (k > 0 && x[order[k]] != x[order[k - 1]]) ++r;
@@ -88,9 +117,9 @@ struct Row2 {
 
 template <typename T>
 void rank_2d(const T* x, int64_t n, int64_t* rank) {
+  const auto order = lex_order(x, n, 2);
   std::vector<Row2<T>> rows(n);
-  for (int64_t i = 0; i < n; ++i) rows[i] = {x[2 * i], x[2 * i + 1], i};
-  parallel_sort(rows, [](const Row2<T>& p, const Row2<T>& q) { return p.a < q.a || (p.a == q.a && p.b < q.b); });
+  for (int64_t k = 0; k < n; ++k) rows[k] = {x[2 * order[k]], x[2 * order[k] + 1], order[k]};
   // min_b[k]: smallest f1 in front k so far; non-decreasing in k.
   std::vector<T> min_b;
   for (int64_t k = 0; k < n; ++k) {
@@ -137,13 +166,12 @@ struct Staircase {
 
 template <typename T>
 void rank_3d(const T* x, int64_t n, int64_t* rank) {
+  const auto order = lex_order(x, n, 3);
   std::vector<Row3<T>> rows(n);
-  for (int64_t i = 0; i < n; ++i) rows[i] = {x[3 * i], x[3 * i + 1], x[3 * i + 2], i};
-  parallel_sort(rows, [](const Row3<T>& p, const Row3<T>& q) {
-    if (p.a != q.a) return p.a < q.a;
-    if (p.b != q.b) return p.b < q.b;
-    return p.c < q.c;
-  });
+  for (int64_t k = 0; k < n; ++k) {
+    const int64_t i = order[k];
+    rows[k] = {x[3 * i], x[3 * i + 1], x[3 * i + 2], i};
+  }
   std::vector<Staircase<T>> fronts;
   for (int64_t k = 0; k < n; ++k) {
     const Row3<T>& p = rows[k];
@@ -173,9 +201,7 @@ constexpr int64_t kChunk = 256;  // front members tested per vector pass before 
 // Dense integer rank of every value of column j (equal values, equal ranks).
 template <typename T>
 void dense_ranks(const T* x, int64_t n, int64_t m, int64_t j, int32_t* out) {
-  std::vector<int64_t> order(n);
-  std::iota(order.begin(), order.end(), 0);
-  std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return x[a * m + j] < x[b * m + j]; });
+  const auto order = radix_order(x, n, m, j);
   int32_t r = 0;
   for (int64_t k = 0; k < n; ++k) {
     if (k > 0 && x[order[k] * m + j] != x[order[k - 1] * m + j]) ++r;
@@ -184,84 +210,133 @@ void dense_ranks(const T* x, int64_t n, int64_t m, int64_t j, int32_t* out) {
 }
 
 // Members of one front, column-major over objectives 1..M-1 (objective 0 needs no
-// test: every earlier point has f0 <= p's).
+// test: every earlier point has f0 <= p's). K: uint16 ranks when N allows, else int32.
+template <typename K>
 struct FrontColumns {
-  std::vector<std::vector<int32_t>> cols;
+  std::vector<std::vector<K>> cols;
   explicit FrontColumns(int64_t m) : cols(m - 1) {}
   int64_t size() const { return static_cast<int64_t>(cols[0].size()); }
-  void add(const int32_t* p) {
-    for (size_t j = 0; j < cols.size(); ++j) cols[j].push_back(p[j + 1]);
+  void add(const K* p) {
+    for (size_t j = 0; j < cols.size(); ++j) cols[j].push_back(p[j]);
   }
 };
 
-// Whether any of members [begin, end) of the columns is <= p in objectives 1..M-1.
-NASX_SIMD_CLONES bool any_le(const int32_t* const* cols, int64_t mm, int64_t begin, int64_t end, const int32_t* p) {
-  uint8_t le[kChunk];
-  for (int64_t s = begin; s < end; s += kChunk) {
-    const int64_t len = std::min(kChunk, end - s);
-    for (int64_t t = 0; t < len; ++t) le[t] = cols[0][s + t] <= p[1];
-    for (int64_t j = 1; j < mm; ++j) {
-      const int32_t* c = cols[j] + s;
-      const int32_t v = p[j + 1];
-      for (int64_t t = 0; t < len; ++t) le[t] &= c[t] <= v;
+// Whether any of members [0, size) is <= p in all mm columns. The column count is
+// a compile-time constant for M <= 8, so the member loop vectorises (16 uint16 or
+// 8 int32 comparisons per AVX2 instruction).
+template <int MM, typename K>
+NASX_ALWAYS_INLINE bool any_le_fixed(const K* const* cols, int64_t size, const K* p) {
+  const K* c[MM];
+  K v[MM];
+  for (int j = 0; j < MM; ++j) c[j] = cols[j], v[j] = p[j];
+  for (int64_t s = 0; s < size; s += kChunk) {
+    const int64_t e = std::min(size, s + kChunk);
+    int hit = 0;
+    for (int64_t t = s; t < e; ++t) {
+      int ok = 1;
+      for (int j = 0; j < MM; ++j) ok &= c[j][t] <= v[j];
+      hit |= ok;
     }
-    uint8_t hit = 0;
-    for (int64_t t = 0; t < len; ++t) hit |= le[t];
     if (hit) return true;
   }
   return false;
 }
 
-bool front_dominates(const FrontColumns& f, const int32_t* p, std::vector<const int32_t*>& ptrs) {
-  for (size_t j = 0; j < f.cols.size(); ++j) ptrs[j] = f.cols[j].data();
-  return any_le(ptrs.data(), static_cast<int64_t>(f.cols.size()), 0, f.size(), p);
+template <typename K>
+bool any_le_generic(const K* const* cols, int64_t mm, int64_t size, const K* p) {
+  for (int64_t t = 0; t < size; ++t) {
+    int64_t j = 0;
+    while (j < mm && cols[j][t] <= p[j]) ++j;
+    if (j == mm) return true;
+  }
+  return false;
 }
 
-template <typename T>
-void rank_nd(const T* x, int64_t n, int64_t m, int64_t* rank) {
-  // Integer ranks per objective: exact order, half the bytes of double, 8 per vector.
-  std::vector<int32_t> q(n * m);
-  at::parallel_for(0, m, 1, [&](int64_t b, int64_t e) {
-    for (int64_t j = b; j < e; ++j) dense_ranks(x, n, m, j, q.data());
-  });
-  std::vector<int64_t> order(n);
-  std::iota(order.begin(), order.end(), 0);
-  parallel_sort(order, [&](int64_t a, int64_t b) {
-    const int32_t *pa = &q[a * m], *pb = &q[b * m];
-    for (int64_t j = 0; j < m; ++j) {
-      if (pa[j] != pb[j]) return pa[j] < pb[j];
+#define NASX_ANY_LE(MM, K) \
+  NASX_SIMD_CLONES bool any_le_##MM##_##K(const K* const* c, int64_t n, const K* p) { return any_le_fixed<MM, K>(c, n, p); }
+NASX_ANY_LE(3, uint16_t)
+NASX_ANY_LE(4, uint16_t)
+NASX_ANY_LE(5, uint16_t)
+NASX_ANY_LE(6, uint16_t)
+NASX_ANY_LE(7, uint16_t)
+NASX_ANY_LE(3, int32_t)
+NASX_ANY_LE(4, int32_t)
+NASX_ANY_LE(5, int32_t)
+NASX_ANY_LE(6, int32_t)
+NASX_ANY_LE(7, int32_t)
+#undef NASX_ANY_LE
+
+template <typename K>
+using AnyLe = bool (*)(const K* const*, int64_t, const K*);
+
+template <typename K>
+AnyLe<K> pick_any_le(int64_t mm) {
+  if constexpr (std::is_same_v<K, uint16_t>) {
+    switch (mm) {
+      case 3: return any_le_3_uint16_t;
+      case 4: return any_le_4_uint16_t;
+      case 5: return any_le_5_uint16_t;
+      case 6: return any_le_6_uint16_t;
+      case 7: return any_le_7_uint16_t;
     }
-    return a < b;
+  } else {
+    switch (mm) {
+      case 3: return any_le_3_int32_t;
+      case 4: return any_le_4_int32_t;
+      case 5: return any_le_5_int32_t;
+      case 6: return any_le_6_int32_t;
+      case 7: return any_le_7_int32_t;
+    }
+  }
+  return nullptr;
+}
+
+template <typename T, typename K>
+void rank_nd(const T* x, int64_t n, int64_t m, int64_t* rank) {
+  const int64_t mm = m - 1;
+  // Integer ranks per objective: exact order, fewer bytes, more lanes per vector.
+  std::vector<int32_t> q32(n * m);
+  at::parallel_for(0, m, 1, [&](int64_t b, int64_t e) {
+    for (int64_t j = b; j < e; ++j) dense_ranks(x, n, m, j, q32.data());
   });
+  // Objectives 1..M-1 of every point, as K.
+  std::vector<K> q(n * mm);
+  for (int64_t i = 0; i < n; ++i) {
+    for (int64_t j = 0; j < mm; ++j) q[i * mm + j] = static_cast<K>(q32[i * m + j + 1]);
+  }
+  const auto order = lex_order(x, n, m);
   // Unique rows in lexicographic order; copies take their first's rank.
   std::vector<int64_t> uniq;
   std::vector<int64_t> copy_of(n, -1);
   uniq.reserve(n);
   for (int64_t k = 0; k < n; ++k) {
     const int64_t i = order[k];
-    if (!uniq.empty() && std::memcmp(&q[i * m], &q[uniq.back() * m], m * sizeof(int32_t)) == 0) {
+    if (!uniq.empty() && std::memcmp(&q32[i * m], &q32[uniq.back() * m], m * sizeof(int32_t)) == 0) {
       copy_of[i] = uniq.back();
     } else {
       uniq.push_back(i);
     }
   }
+  const AnyLe<K> fixed = pick_any_le<K>(mm);
+  auto front_has_dominator = [&](const FrontColumns<K>& f, const K* p, std::vector<const K*>& ptrs) {
+    for (int64_t j = 0; j < mm; ++j) ptrs[j] = f.cols[j].data();
+    return fixed ? fixed(ptrs.data(), f.size(), p) : any_le_generic(ptrs.data(), mm, f.size(), p);
+  };
   const int64_t u = static_cast<int64_t>(uniq.size());
-  std::vector<FrontColumns> fronts;
+  std::vector<FrontColumns<K>> fronts;
   std::vector<int64_t> start(kBlock);
-  // The block itself, column-major, for the in-order pass.
-  FrontColumns block(m);
   for (int64_t b0 = 0; b0 < u; b0 += kBlock) {
     const int64_t b1 = std::min(u, b0 + kBlock);
     const int64_t num_fronts = static_cast<int64_t>(fronts.size());
     // 1. Against the fronts of earlier blocks, independently per point.
-    at::parallel_for(b0, b1, 8, [&](int64_t s, int64_t e) {
-      std::vector<const int32_t*> ptrs(m - 1);
+    at::parallel_for(b0, b1, 16, [&](int64_t s, int64_t e) {
+      std::vector<const K*> ptrs(mm);
       for (int64_t k = s; k < e; ++k) {
-        const int32_t* p = &q[uniq[k] * m];
+        const K* p = &q[uniq[k] * mm];
         int64_t lo = 0, hi = num_fronts;
         while (lo < hi) {
           const int64_t mid = (lo + hi) / 2;
-          if (front_dominates(fronts[mid], p, ptrs)) {
+          if (front_has_dominator(fronts[mid], p, ptrs)) {
             lo = mid + 1;
           } else {
             hi = mid;
@@ -271,19 +346,17 @@ void rank_nd(const T* x, int64_t n, int64_t m, int64_t* rank) {
       }
     });
     // 2. In order: earlier points of the same block can only raise the rank.
-    block = FrontColumns(m);
-    std::vector<const int32_t*> ptrs(m - 1);
     for (int64_t k = b0; k < b1; ++k) {
-      const int64_t i = uniq[k];
-      const int32_t* p = &q[i * m];
+      const K* p = &q[uniq[k] * mm];
       int64_t r = start[k - b0];
-      for (size_t j = 0; j < block.cols.size(); ++j) ptrs[j] = block.cols[j].data();
-      for (int64_t t = 0; t < k - b0; ++t) {
-        // Only a dominator with rank >= r can matter; test those alone.
-        if (rank[uniq[b0 + t]] >= r && any_le(ptrs.data(), m - 1, t, t + 1, p)) r = rank[uniq[b0 + t]] + 1;
+      for (int64_t t = b0; t < k; ++t) {
+        if (rank[uniq[t]] < r) continue;  // cannot raise the rank
+        const K* o = &q[uniq[t] * mm];
+        int64_t j = 0;
+        while (j < mm && o[j] <= p[j]) ++j;
+        if (j == mm) r = rank[uniq[t]] + 1;
       }
-      rank[i] = r;
-      block.add(p);
+      rank[uniq[k]] = r;
       if (r == static_cast<int64_t>(fronts.size())) fronts.emplace_back(m);
       fronts[r].add(p);
     }
@@ -310,7 +383,11 @@ at::Tensor non_dominated_sort_cpu(const at::Tensor& objectives_in) {
     } else if (m == 3) {
       rank_3d(data, n, r);
     } else {
-      rank_nd(data, n, m, r);
+      if (n <= 65536) {
+        rank_nd<scalar_t, uint16_t>(data, n, m, r);
+      } else {
+        rank_nd<scalar_t, int32_t>(data, n, m, r);
+      }
     }
   });
   return ranks;
