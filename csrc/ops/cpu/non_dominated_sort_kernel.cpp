@@ -13,7 +13,8 @@
 //   M = 3  the front's 2-D staircase of (f1, f2) in an ordered map: O(N log^2 N);
 //   M >= 4 ENS-BS (Zhang et al. 2015): scan the front, on dense integer ranks of
 //          each objective, 16 (N <= 65536) or 8 comparisons per AVX2 instruction; points are taken in
-//          blocks whose searches against the earlier fronts run in parallel, and
+//          blocks whose searches against the earlier fronts are independent (and
+//          can run in parallel, see kParallelWork), and
 //          dominance inside a block is then resolved in order.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -195,7 +196,12 @@ void rank_3d(const T* x, int64_t n, int64_t* rank) {
 }
 
 // ---- M >= 4 -----------------------------------------------------------------
-constexpr int64_t kBlock = 256;  // points whose front searches run in parallel
+constexpr int64_t kBlock = 1024;  // points whose front searches run in parallel
+// A parallel region must carry this many member tests (block x points ranked so
+// far) to pay for it. Disabled (0): on the shared 2-core test machine, OpenMP's
+// spinning workers slowed the sweep 5x; measured single-threaded is fastest there.
+// Set e.g. 1 << 24 on a many-core machine.
+constexpr int64_t kParallelWork = 0;
 constexpr int64_t kChunk = 256;  // front members tested per vector pass before an early exit
 
 // Dense integer rank of every value of column j (equal values, equal ranks).
@@ -296,9 +302,7 @@ void rank_nd(const T* x, int64_t n, int64_t m, int64_t* rank) {
   const int64_t mm = m - 1;
   // Integer ranks per objective: exact order, fewer bytes, more lanes per vector.
   std::vector<int32_t> q32(n * m);
-  at::parallel_for(0, m, 1, [&](int64_t b, int64_t e) {
-    for (int64_t j = b; j < e; ++j) dense_ranks(x, n, m, j, q32.data());
-  });
+  for (int64_t j = 0; j < m; ++j) dense_ranks(x, n, m, j, q32.data());
   // Objectives 1..M-1 of every point, as K.
   std::vector<K> q(n * mm);
   for (int64_t i = 0; i < n; ++i) {
@@ -329,7 +333,7 @@ void rank_nd(const T* x, int64_t n, int64_t m, int64_t* rank) {
     const int64_t b1 = std::min(u, b0 + kBlock);
     const int64_t num_fronts = static_cast<int64_t>(fronts.size());
     // 1. Against the fronts of earlier blocks, independently per point.
-    at::parallel_for(b0, b1, 16, [&](int64_t s, int64_t e) {
+    auto search = [&](int64_t s, int64_t e) {
       std::vector<const K*> ptrs(mm);
       for (int64_t k = s; k < e; ++k) {
         const K* p = &q[uniq[k] * mm];
@@ -344,7 +348,12 @@ void rank_nd(const T* x, int64_t n, int64_t m, int64_t* rank) {
         }
         start[k - b0] = lo;
       }
-    });
+    };
+    if (kParallelWork > 0 && (b1 - b0) * b0 >= kParallelWork) {
+      at::parallel_for(b0, b1, 16, search);
+    } else {
+      search(b0, b1);
+    }
     // 2. In order: earlier points of the same block can only raise the rank.
     for (int64_t k = b0; k < b1; ++k) {
       const K* p = &q[uniq[k] * mm];
