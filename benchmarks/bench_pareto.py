@@ -1,0 +1,161 @@
+"""nasx Pareto ops against moocore and pymoo, in one process.
+
+    python benchmarks/bench_pareto.py            # CPU, and CUDA when a GPU is there
+    python benchmarks/bench_pareto.py --quick    # fewer sizes and repeats
+
+Goals (speed-up over moocore.pareto_rank on the same machine): non_dominated_sort
+>= 1.5x at N = 100k, M = 2; N = 100k, M = 3; N = 50k, M = 5; N = 1M, M = 2 well under
+a second; on a GPU >= 10x from N = 100k. partial_order_prune: K = 1M candidates
+against N = 2k evaluated, D = 10, in under a second (its peer, the brute force, is
+timed on a slice it can finish). Every result is checked against the peer first.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+import numpy as np
+import torch
+
+import nasx
+from harness import compare, median_time, print_table, Row, write_results
+from nasx.ops import _reference as ref
+
+try:
+    import moocore
+    from pymoo.operators.survival.rank_and_crowding.metrics import get_crowding_function
+    from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
+except ImportError:  # pragma: no cover
+    sys.exit("bench_pareto compares against moocore and pymoo: pip install moocore pymoo")
+
+
+def points(n: int, m: int, seed: int = 0) -> torch.Tensor:
+    return torch.rand(n, m, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+
+def check_same(a, b, what):
+    if not np.array_equal(np.asarray(a), np.asarray(b)):
+        raise SystemExit(f"{what}: nasx and the peer disagree -- not timing a wrong answer")
+
+
+def pymoo_ranks(x: np.ndarray) -> np.ndarray:
+    return NonDominatedSorting().do(x, return_rank=True)[1]
+
+
+def pymoo_crowding(x: np.ndarray, ranks: np.ndarray) -> np.ndarray:
+    cd, fn = np.empty(len(x)), get_crowding_function("cd")
+    for r in np.unique(ranks):
+        idx = np.flatnonzero(ranks == r)
+        cd[idx] = fn.do(x[idx])
+    return cd
+
+
+def architectures(k: int, seed: int):
+    """Descriptors like SM-NAS stage 2: blocks per stage (1-8) and channels (16-128 step 16)."""
+    g = torch.Generator().manual_seed(seed)
+    blocks = torch.randint(1, 9, (k, 5), generator=g)
+    channels = torch.randint(1, 9, (k, 5), generator=g) * 16
+    desc = torch.cat([blocks, channels], 1)
+    cost = (blocks * channels).double().sum(1) + torch.rand(k, generator=g, dtype=torch.float64) * 50
+    acc = 20 + 15 * (1 - torch.exp(-cost / 800)) + torch.rand(k, generator=g, dtype=torch.float64) * 2
+    return desc, cost, acc
+
+
+def cpu_rows(quick: bool) -> list:
+    rows, reps = [], 3 if quick else 7
+    cases = [(100_000, 2, 1.5), (100_000, 3, 1.5), (50_000, 5, 1.5)] + ([] if quick else [(10_000, 4, None)])
+    for n, m, goal in cases:
+        x = points(n, m)
+        xn = x.numpy()
+        check_same(nasx.ops.non_dominated_sort(x).numpy(), moocore.pareto_rank(xn), f"nds {n}x{m}")
+        rows.append(compare("non_dominated_sort", f"N={n}, M={m}", lambda: nasx.ops.non_dominated_sort(x), "moocore",
+                            lambda: moocore.pareto_rank(xn), "cpu", goal=goal, repeats=reps))
+    x = points(1_000_000, 2)
+    rows.append(compare("non_dominated_sort", "N=1000000, M=2", lambda: nasx.ops.non_dominated_sort(x), "moocore",
+                        lambda: moocore.pareto_rank(x.numpy()), "cpu", repeats=3, goal_ms=1000))
+    if not quick:
+        x = points(10_000, 3, seed=1)
+        check_same(nasx.ops.non_dominated_sort(x).numpy(), pymoo_ranks(x.numpy()), "nds vs pymoo")
+        rows.append(compare("non_dominated_sort", "N=10000, M=3", lambda: nasx.ops.non_dominated_sort(x), "pymoo",
+                            lambda: pymoo_ranks(x.numpy()), "cpu", repeats=3))
+    x = points(100_000, 3, seed=2)
+    r = nasx.ops.non_dominated_sort(x)
+    check_same(nasx.ops.crowding_distance(x, r).numpy(), pymoo_crowding(x.numpy(), r.numpy()), "crowding")
+    rows.append(compare("crowding_distance", "N=100000, M=3", lambda: nasx.ops.crowding_distance(x, r),
+                        "pymoo (per front)", lambda: pymoo_crowding(x.numpy(), r.numpy()), "cpu", repeats=reps))
+    for n, m in [(100_000, 2), (20_000, 3), (1_000, 4)] + ([] if quick else [(300, 5)]):
+        # Points near a front (the hard case for hypervolume): on a sphere, pushed outwards a little.
+        x = points(n, m, seed=3)
+        x = x / x.norm(dim=1, keepdim=True) + 0.02 * points(n, m, seed=4)
+        reference = torch.full((m,), 1.1, dtype=torch.float64)
+        ours, theirs = nasx.ops.hypervolume(x, reference), moocore.hypervolume(x.numpy(), ref=reference.numpy())
+        if abs(ours - theirs) > 1e-12 * abs(theirs):
+            raise SystemExit(f"hypervolume {n}x{m}: nasx {ours!r} vs moocore {theirs!r}")
+        rows.append(compare("hypervolume", f"N={n}, M={m}", lambda: nasx.ops.hypervolume(x, reference), "moocore",
+                            lambda: moocore.hypervolume(x.numpy(), ref=reference.numpy()), "cpu", repeats=reps))
+    ev, ev_cost, ev_acc = architectures(2_000, seed=5)
+    cand, cand_cost, _ = architectures(1_000_000, seed=6)
+    k = 20_000
+    sl = (cand[:k], cand_cost[:k], ev, ev_cost, ev_acc)
+    check_same(nasx.ops.partial_order_prune(*sl).numpy(), ref.partial_order_prune(*sl).numpy(), "prune")
+    rows.append(compare("partial_order_prune", f"K={k}, N=2000, D=10", lambda: nasx.ops.partial_order_prune(*sl),
+                        "torch brute force", lambda: ref.partial_order_prune(*sl), "cpu", repeats=3))
+    pruned = nasx.ops.partial_order_prune(cand, cand_cost, ev, ev_cost, ev_acc)
+    t = median_time(lambda: nasx.ops.partial_order_prune(cand, cand_cost, ev, ev_cost, ev_acc), "cpu", repeats=3)
+    rows.append(Row("partial_order_prune", "K=1000000, N=2000, D=10", t * 1e3, "-", None, None,
+                    {"goal_ms": 1000, "pruned_fraction": float(pruned.double().mean())}))
+    return rows
+
+
+def cuda_rows(quick: bool) -> list:
+    rows = []
+    for n, m in [(10_000, 2), (100_000, 2), (100_000, 3), (50_000, 5)][: 2 if quick else None]:
+        x = points(n, m)
+        xc = x.cuda()
+        check_same(nasx.ops.non_dominated_sort(xc).cpu().numpy(), moocore.pareto_rank(x.numpy()), f"cuda nds {n}x{m}")
+        rows.append(compare("non_dominated_sort", f"N={n}, M={m}", lambda: nasx.ops.non_dominated_sort(xc),
+                            "moocore (CPU)", lambda: moocore.pareto_rank(x.numpy()), "cuda",
+                            goal=10 if n >= 100_000 else None, repeats=3))
+    ev, ev_cost, ev_acc = architectures(2_000, seed=5)
+    cand, cand_cost, _ = architectures(1_000_000, seed=6)
+    args = [t.cuda() for t in (cand, cand_cost, ev, ev_cost, ev_acc)]
+    check_same(nasx.ops.partial_order_prune(*args).cpu().numpy(),
+               nasx.ops.partial_order_prune(cand, cand_cost, ev, ev_cost, ev_acc).numpy(), "cuda prune")
+    rows.append(compare("partial_order_prune", "K=1000000, N=2000, D=10", lambda: nasx.ops.partial_order_prune(*args),
+                        "nasx CPU kernel", lambda: nasx.ops.partial_order_prune(cand, cand_cost, ev, ev_cost, ev_acc),
+                        "cuda", repeats=3))
+    return rows
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="fewer sizes and repeats")
+    p.add_argument("--device", choices=["cpu", "cuda", "all"], default="all")
+    p.add_argument("--no-write", action="store_true", help="print only; do not update benchmarks/results/")
+    args = p.parse_args(argv)
+    devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
+    missed = []
+    for device in devices:
+        if device == "cuda" and not (torch.cuda.is_available() and nasx.cuda_enabled()):
+            if args.device == "cuda":
+                sys.exit("no CUDA GPU (or nasx was built without CUDA kernels)")
+            continue
+        rows = cpu_rows(args.quick) if device == "cpu" else cuda_rows(args.quick)
+        print_table(f"nasx Pareto ops vs moocore {moocore.__version__} / pymoo on {device} (torch {torch.__version__})",
+                    rows)
+        for r in rows:
+            if "goal_ms" in r.extra:
+                ok = r.nasx_ms < r.extra["goal_ms"]
+                print(f"{r.op} {r.case}: {r.nasx_ms:.0f} ms, goal < {r.extra['goal_ms']} ms {'met' if ok else 'MISSED'}")
+                if not ok:
+                    missed.append(r)
+        if not args.no_write:
+            print(f"results: {write_results('pareto' + ('-quick' if args.quick else ''), device, rows)}")
+        missed += [r for r in rows if r.met is False]
+    if missed:
+        print(f"\n{len(missed)} speed goal(s) missed on this run: " + ", ".join(f"{r.op} {r.case}" for r in missed))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
