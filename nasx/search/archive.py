@@ -46,7 +46,7 @@ class ParetoArchive:
         archive.add("basicblock_54_1211-211-1111-12111", {"mAP": 36.2, "latency_ms": 31.0})
         archive.front()                      # the non-dominated entries
         survivors = archive.select(50)       # NSGA-II: by rank, then crowding
-        archive.save("run/archive.json"); archive.plot("run/front.png", baseline={"RetinaNet": (34.0, 45.0)})
+        archive.save("run/archive.json"); archive.plot("run/front.png", baselines={"RetinaNet": (45.0, 34.0)})
     """
 
     def __init__(self, objectives: Sequence[str], *, maximize: Sequence[str] = ()) -> None:
