@@ -8,3 +8,7 @@ from nasx.ops.boxes import box_iou, generalized_box_iou
 from nasx.ops.nms import batched_nms, nms, soft_nms
 
 __all__ = ["box_iou", "generalized_box_iou", "nms", "batched_nms", "soft_nms"]
+from nasx.ops.focal_loss import sigmoid_focal_loss
+from nasx.ops.targets import atss_assign, fcos_targets, fcos_targets_batched, match_anchors
+
+__all__ += ["fcos_targets", "fcos_targets_batched", "match_anchors", "atss_assign", "sigmoid_focal_loss"]
