@@ -148,7 +148,7 @@ def rows_for(device: str, quick: bool) -> list:
     _, _, _, many = fcos_scene(1000, device, seed=1)
     rows.append(compare("fcos_targets", f"P={len(points)}, G=1000", lambda: nasx.ops.fcos_targets(points, strides, ranges, many, 1.5),
                         "vectorised torch", lambda: fcos_vectorised(points, strides, ranges, many, 1.5), device,
-                        repeats=reps))
+                        repeats=3))
     batch = torch.stack([fcos_scene(50, device, seed=s)[3] for s in range(8)])
     counts = torch.randint(10, 51, (8,), generator=torch.Generator().manual_seed(0)).to(device)
     rows.append(compare("fcos_targets_batched", "8 images, G<=50",

@@ -13,12 +13,65 @@
 #include <vector>
 
 #include "ops/assign_checks.h"
+#include "ops/cpu/fast_math.h"
+#include "ops/cpu/simd.h"
 #include "ops/focal_loss_math.h"
 
 namespace nasx::ops {
 namespace {
 
 constexpr int64_t kGrain = 16384;
+
+// Chunk loops, compiled for AVX2 and baseline; float32 uses the vectorisable exp/log1p.
+template <typename T>
+NASX_ALWAYS_INLINE void loss_body(const T* __restrict x, const T* __restrict t, int64_t n,
+                                  const FocalParams<T>& prm, T* __restrict out) {
+  if (prm.gamma == T(2)) {  // the usual exponent: a constant the compiler folds, so the loop has no pow
+    FocalParams<T> two = prm;
+    two.gamma = T(2);
+    for (int64_t i = 0; i < n; ++i) out[i] = focal_loss<T, VecMath>(x[i], t[i], two);
+  } else {
+    for (int64_t i = 0; i < n; ++i) out[i] = focal_loss<T, VecMath>(x[i], t[i], prm);
+  }
+}
+NASX_SIMD_CLONES void loss_chunk(const float* x, const float* t, int64_t n, const FocalParams<float>& prm, float* out) {
+  loss_body(x, t, n, prm, out);
+}
+NASX_SIMD_CLONES void loss_chunk(const double* x, const double* t, int64_t n, const FocalParams<double>& prm,
+                                 double* out) {
+  loss_body(x, t, n, prm, out);
+}
+
+// grad: per element (g != nullptr) or the same `scale` everywhere.
+template <typename T, bool WithTargets>
+NASX_ALWAYS_INLINE void grad_body(const T* __restrict x, const T* __restrict t, const T* __restrict g, T scale,
+                                  int64_t n, const FocalParams<T>& prm, T* __restrict dx, T* __restrict dt) {
+  if (prm.gamma == T(2)) {  // as loss_body
+    FocalParams<T> two = prm;
+    two.gamma = T(2);
+    if (g) {
+      for (int64_t i = 0; i < n; ++i) focal_grad<T, WithTargets, VecMath>(x[i], t[i], two, g[i], dx + i, WithTargets ? dt + i : nullptr);
+    } else {
+      for (int64_t i = 0; i < n; ++i) focal_grad<T, WithTargets, VecMath>(x[i], t[i], two, scale, dx + i, WithTargets ? dt + i : nullptr);
+    }
+  } else if (g) {
+    for (int64_t i = 0; i < n; ++i) focal_grad<T, WithTargets, VecMath>(x[i], t[i], prm, g[i], dx + i, WithTargets ? dt + i : nullptr);
+  } else {
+    for (int64_t i = 0; i < n; ++i) focal_grad<T, WithTargets, VecMath>(x[i], t[i], prm, scale, dx + i, WithTargets ? dt + i : nullptr);
+  }
+}
+#define NASX_GRAD_CHUNK(T)                                                                                     \
+  NASX_SIMD_CLONES void grad_chunk(const T* x, const T* t, const T* g, T scale, int64_t n,                     \
+                                   const FocalParams<T>& prm, T* dx, T* dt) {                                  \
+    if (dt) {                                                                                                  \
+      grad_body<T, true>(x, t, g, scale, n, prm, dx, dt);                                                      \
+    } else {                                                                                                   \
+      grad_body<T, false>(x, t, g, scale, n, prm, dx, nullptr);                                                \
+    }                                                                                                          \
+  }
+NASX_GRAD_CHUNK(float)
+NASX_GRAD_CHUNK(double)
+#undef NASX_GRAD_CHUNK
 
 at::Tensor sigmoid_focal_loss_cpu(const at::Tensor& inputs_in, const at::Tensor& targets_in, double alpha,
                                   double gamma, c10::string_view reduction_name) {
@@ -38,19 +91,19 @@ at::Tensor sigmoid_focal_loss_cpu(const at::Tensor& inputs_in, const at::Tensor&
     if (reduction == Reduction::None) {
       out = at::empty(x.sizes(), x.options());
       scalar_t* po = out.mutable_data_ptr<scalar_t>();
-      at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
-        for (int64_t i = b; i < e; ++i) po[i] = focal_loss(px[i], pt[i], prm);
-      });
+      at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) { loss_chunk(px + b, pt + b, e - b, prm, po + b); });
       return;
     }
     // Fixed chunks, summed in order: the result does not depend on the thread count.
     const int64_t chunks = (n + kGrain - 1) / kGrain;
     std::vector<double> partial(chunks, 0.0);
     at::parallel_for(0, chunks, 1, [&](int64_t cb, int64_t ce) {
+      std::vector<scalar_t> buf(kGrain);
       for (int64_t c = cb; c < ce; ++c) {
+        const int64_t begin = c * kGrain, len = std::min(n, begin + kGrain) - begin;
+        loss_chunk(px + begin, pt + begin, len, prm, buf.data());
         double acc = 0;
-        const int64_t end = std::min(n, (c + 1) * kGrain);
-        for (int64_t i = c * kGrain; i < end; ++i) acc += focal_loss(px[i], pt[i], prm);
+        for (int64_t i = 0; i < len; ++i) acc += buf[i];
         partial[c] = acc;
       }
     });
@@ -96,15 +149,7 @@ std::tuple<at::Tensor, at::Tensor> sigmoid_focal_loss_backward_cpu(const at::Ten
     scalar_t scale = per_element ? scalar_t(1) : pg[0];
     if (reduction == Reduction::Mean) scale = scale / static_cast<scalar_t>(n);
     at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
-      if (targets_grad) {
-        for (int64_t i = b; i < e; ++i) {
-          focal_grad<scalar_t, true>(px[i], pt[i], prm, per_element ? pg[i] : scale, pdx + i, pdt + i);
-        }
-      } else {
-        for (int64_t i = b; i < e; ++i) {
-          focal_grad<scalar_t, false>(px[i], pt[i], prm, per_element ? pg[i] : scale, pdx + i, nullptr);
-        }
-      }
+      grad_chunk(px + b, pt + b, per_element ? pg + b : nullptr, scale, e - b, prm, pdx + b, pdt ? pdt + b : nullptr);
     });
   });
   return {dx.to(inputs_in.scalar_type()), targets_grad ? dt.to(targets_in.scalar_type()) : at::empty({0}, targets_in.options())};
