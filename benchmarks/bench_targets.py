@@ -153,7 +153,7 @@ def rows_for(device: str, quick: bool) -> list:
     counts = torch.randint(10, 51, (8,), generator=torch.Generator().manual_seed(0)).to(device)
     rows.append(compare("fcos_targets_batched", "8 images, G<=50",
                         lambda: nasx.ops.fcos_targets_batched(points, strides, ranges, batch, counts, 1.5),
-                        "vectorised, per image",
+                        "vectorised per image",
                         lambda: [fcos_vectorised(points, strides, ranges, batch[i, : counts[i]], 1.5) for i in range(8)],
                         device, repeats=reps))
 
