@@ -37,6 +37,7 @@ test: install
 bench: install
 	$(BIN)/python benchmarks/bench_boxes.py
 	$(BIN)/python benchmarks/bench_pareto.py
+	$(BIN)/python benchmarks/bench_targets.py
 
 test-cpu-torch:
 	@test -x $(CPU_VENV)/bin/python || $(PYTHON) -m venv $(CPU_VENV)

@@ -11,3 +11,8 @@ __all__ = ["box_iou", "generalized_box_iou", "nms", "batched_nms", "soft_nms"]
 from nasx.ops.pareto import crowding_distance, hypervolume, non_dominated_sort, partial_order_prune
 
 __all__ += ["non_dominated_sort", "crowding_distance", "hypervolume", "partial_order_prune"]
+
+from nasx.ops.focal_loss import sigmoid_focal_loss
+from nasx.ops.targets import atss_assign, fcos_targets, fcos_targets_batched, match_anchors
+
+__all__ += ["fcos_targets", "fcos_targets_batched", "match_anchors", "atss_assign", "sigmoid_focal_loss"]

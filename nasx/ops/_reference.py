@@ -206,3 +206,133 @@ def partial_order_prune(
     ub = torch.where(below, acc[None, :], torch.full_like(acc, math.inf)[None, :]).amin(dim=1)
     cheaper = evaluated_cost.double()[None, :] <= candidate_cost.double()[:, None]  # [K, N]
     return (cheaper & (acc[None, :] >= ub[:, None])).any(dim=1)
+
+# Target assignment (fcos_targets, match_anchors, atss_assign) and sigmoid focal loss
+# ---------------------------------------------------------------------------
+
+
+def fcos_targets(
+    points: Tensor, strides: Tensor, size_ranges: Tensor, gt_boxes: Tensor, center_radius=1.5
+) -> tuple[Tensor, Tensor, Tensor]:
+    """One GT at a time over all points; the smallest-area candidate so far is kept."""
+    out_dtype = torch.promote_types(points.dtype, gt_boxes.dtype)
+    dtype = _compute_dtype(points, gt_boxes)
+    x, y = points.to(dtype).unbind(1)
+    lo, hi = size_ranges.to(dtype).unbind(1)
+    half = None if center_radius is None else strides.to(dtype) * torch.tensor(center_radius, dtype=dtype)
+    gts = gt_boxes.to(dtype)
+    n = len(x)
+    best = torch.full((n,), -1, dtype=torch.int64)
+    best_area = torch.zeros(n, dtype=dtype)
+    for g in range(len(gts)):
+        x1, y1, x2, y2 = gts[g]
+        l, t, r, b = x - x1, y - y1, x2 - x, y2 - y
+        if half is None:
+            inside = (l > 0) & (t > 0) & (r > 0) & (b > 0)
+        else:
+            cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+            sx1 = torch.where(cx - half > x1, cx - half, x1)
+            sy1 = torch.where(cy - half > y1, cy - half, y1)
+            sx2 = torch.where(cx + half > x2, x2, cx + half)
+            sy2 = torch.where(cy + half > y2, y2, cy + half)
+            inside = (x - sx1 > 0) & (y - sy1 > 0) & (sx2 - x > 0) & (sy2 - y > 0)
+        longest = torch.maximum(torch.maximum(l, t), torch.maximum(r, b))
+        candidate = inside & (longest >= lo) & (longest <= hi)
+        area = (x2 - x1) * (y2 - y1)
+        take = candidate & ((best < 0) | (area < best_area))
+        best[take] = g
+        best_area[take] = area
+    fg = best >= 0
+    reg = torch.zeros(n, 4, dtype=dtype)
+    centerness = torch.zeros(n, dtype=dtype)
+    if fg.any():
+        box = gts[best[fg]]
+        l, t = x[fg] - box[:, 0], y[fg] - box[:, 1]
+        r, b = box[:, 2] - x[fg], box[:, 3] - y[fg]
+        reg[fg] = torch.stack([l, t, r, b], 1)
+        centerness[fg] = torch.sqrt(
+            (torch.minimum(l, r) / torch.maximum(l, r)) * (torch.minimum(t, b) / torch.maximum(t, b))
+        )
+    return best, reg.to(out_dtype), centerness.to(out_dtype)
+
+
+def match_anchors(
+    anchors: Tensor, gt_boxes: Tensor, high_threshold: float, low_threshold: float, allow_low_quality_matches: bool
+) -> tuple[Tensor, Tensor]:
+    """The Matcher rules over the full G x N IoU matrix."""
+    out_dtype = torch.promote_types(anchors.dtype, gt_boxes.dtype)
+    n = len(anchors)
+    if len(gt_boxes) == 0:
+        return torch.full((n,), -1, dtype=torch.int64), torch.zeros(n, dtype=out_dtype)
+    dtype = _compute_dtype(anchors, gt_boxes)
+    iou = box_iou(gt_boxes.to(dtype), anchors.to(dtype))
+    if n == 0:
+        return torch.empty(0, dtype=torch.int64), iou.new_empty(0).to(out_dtype)
+    best_iou, best_gt = iou.max(dim=0)  # first maximum; NaN counts as the maximum
+    matched = best_gt.clone()
+    matched[best_iou < low_threshold] = -1
+    matched[(best_iou >= low_threshold) & (best_iou < high_threshold)] = -2
+    if allow_low_quality_matches:
+        gt_best = iou.max(dim=1).values
+        for g in range(len(gt_boxes)):
+            hits = (iou[g] == gt_best[g]).nonzero().flatten()
+            matched[hits] = best_gt[hits]
+    return matched, best_iou.to(out_dtype)
+
+
+def atss_assign(anchors: Tensor, num_anchors_per_level, gt_boxes: Tensor, topk: int = 9) -> tuple[Tensor, Tensor]:
+    """One GT at a time: sorted distances per level, IoU statistics, then highest-IoU resolution."""
+    out_dtype = torch.promote_types(anchors.dtype, gt_boxes.dtype)
+    dtype = _compute_dtype(anchors, gt_boxes)
+    a, gts = anchors.to(dtype), gt_boxes.to(dtype)
+    n = len(a)
+    matched = torch.full((n,), -1, dtype=torch.int64)
+    assigned = torch.zeros(n, dtype=dtype)
+    acx, acy = (a[:, 0] + a[:, 2]) / 2, (a[:, 1] + a[:, 3]) / 2
+    starts = [0]
+    for c in num_anchors_per_level:
+        starts.append(starts[-1] + int(c))
+    eps = torch.tensor(0.01, dtype=dtype)
+    for g in range(len(gts)):
+        box = gts[g]
+        gcx, gcy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+        dx, dy = acx - gcx, acy - gcy
+        dist = torch.sqrt(dx * dx + dy * dy)
+        candidates = []
+        for lb, le in zip(starts[:-1], starts[1:]):
+            order = torch.sort(dist[lb:le], stable=True).indices  # NaN last, ties by index
+            candidates.append(order[: min(topk, le - lb)] + lb)
+        cand = torch.cat(candidates)
+        if len(cand) == 0:
+            continue
+        ious = box_iou(a[cand], box[None])[:, 0]
+        d = ious.double()
+        # mean + unbiased std, shifted by the first IoU so that equal IoUs give exactly
+        # that IoU (std 0); a single candidate has no std (NaN), as torch.std.
+        shifted = d - d[0]
+        spread = shifted.std() if len(d) > 1 else torch.tensor(math.nan, dtype=torch.float64)
+        threshold = d[0] + shifted.mean() + spread
+        cx, cy = acx[cand], acy[cand]
+        inside = (cx - box[0] > eps) & (cy - box[1] > eps) & (box[2] - cx > eps) & (box[3] - cy > eps)
+        for j, v in zip(cand[(d >= threshold) & inside].tolist(), ious[(d >= threshold) & inside].tolist()):
+            if matched[j] < 0 or v > assigned[j]:
+                matched[j] = g
+                assigned[j] = v
+    return matched, assigned.to(out_dtype)
+
+
+def sigmoid_focal_loss(
+    inputs: Tensor, targets: Tensor, alpha: float = 0.25, gamma: float = 2, reduction: str = "none"
+) -> Tensor:
+    """Lin et al. 2017, term by term, differentiable through autograd."""
+    p = torch.sigmoid(inputs)
+    ce = torch.nn.functional.binary_cross_entropy_with_logits(inputs, targets, reduction="none")
+    p_t = p * targets + (1 - p) * (1 - targets)
+    loss = ce * (1 - p_t) ** gamma
+    if alpha >= 0:
+        loss = (alpha * targets + (1 - alpha) * (1 - targets)) * loss
+    if reduction == "mean":
+        return loss.mean()
+    if reduction == "sum":
+        return loss.sum()
+    return loss

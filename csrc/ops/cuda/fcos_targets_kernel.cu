@@ -1,0 +1,141 @@
+// CUDA kernels of fcos_targets and fcos_targets_batched: one thread per point,
+// grid.y over images; the image's GTs pass through shared memory in tiles, and
+// each thread keeps only its smallest-area candidate (O(P + G) memory, no P x G
+// tensor). Same rule and arithmetic as the CPU kernel (fcos_math.h).
+#include <ATen/ATen.h>
+#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAGuard.h>
+#include <torch/library.h>
+
+#include <optional>
+#include <tuple>
+
+#include "ops/assign_checks.h"
+#include "ops/fcos_math.h"
+
+namespace nasx::ops {
+namespace {
+
+constexpr int kThreads = 256;
+
+template <typename T>
+__global__ void fcos_targets_kernel(const T* __restrict__ points, const T* __restrict__ strides,
+                                    const T* __restrict__ ranges, const T* __restrict__ gts,
+                                    const bool* __restrict__ valid, int64_t P, int64_t G, bool center, T radius,
+                                    int64_t* __restrict__ out_idx, T* __restrict__ out_reg,
+                                    T* __restrict__ out_ctr) {
+  __shared__ FcosGt<T> tile[kThreads];
+  __shared__ bool tile_valid[kThreads];
+  const int64_t image = blockIdx.y;
+  const int64_t p = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  const bool active = p < P;
+  T x = 0, y = 0, half = 0, lo = 0, hi = 0;
+  if (active) {
+    x = points[2 * p];
+    y = points[2 * p + 1];
+    half = fcos_half_size(strides[p], center, radius);
+    lo = ranges[2 * p];
+    hi = ranges[2 * p + 1];
+  }
+  const T* image_gts = gts + image * G * 4;
+  int64_t best = -1;
+  T best_area = T(0);
+  for (int64_t base = 0; base < G; base += kThreads) {
+    const int64_t g = base + threadIdx.x;
+    if (g < G) {
+      tile[threadIdx.x] = make_fcos_gt(image_gts + 4 * g);
+      tile_valid[threadIdx.x] = valid == nullptr || valid[image * G + g];
+    }
+    __syncthreads();
+    const int count = G - base < kThreads ? static_cast<int>(G - base) : kThreads;
+    if (active) {
+      for (int j = 0; j < count; ++j) {
+        const FcosGt<T>& gt = tile[j];
+        if (tile_valid[j] && (best < 0 || gt.area < best_area) && fcos_candidate(x, y, half, lo, hi, gt)) {
+          best = base + j;
+          best_area = gt.area;
+        }
+      }
+    }
+    __syncthreads();
+  }
+  if (!active) return;
+  const int64_t k = image * P + p;
+  out_idx[k] = best;
+  if (best < 0) {
+    for (int c = 0; c < 4; ++c) out_reg[4 * k + c] = T(0);
+    out_ctr[k] = T(0);
+  } else {
+    fcos_encode(x, y, make_fcos_gt(image_gts + 4 * best), out_reg + 4 * k, out_ctr + k);
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> fcos_cuda(const at::Tensor& points_in, const at::Tensor& strides_in,
+                                                         const at::Tensor& ranges_in, const at::Tensor& gt_in,
+                                                         const at::Tensor& valid_in,
+                                                         std::optional<double> center_radius) {
+  c10::cuda::CUDAGuard guard(points_in.device());
+  const auto out_dtype = at::promote_types(points_in.scalar_type(), gt_in.scalar_type());
+  const auto dtype = compute_dtype(out_dtype);
+  const auto points = points_in.to(dtype).contiguous();
+  const auto strides = strides_in.to(dtype).contiguous();
+  const auto ranges = ranges_in.to(dtype).contiguous();
+  const auto gts = gt_in.to(dtype).contiguous();
+  const auto valid = valid_in.defined() ? valid_in.contiguous() : valid_in;
+  const int64_t B = gts.size(0), G = gts.size(1), P = points.size(0);
+  auto gt_index = at::empty({B, P}, points.options().dtype(at::kLong));
+  auto reg = at::empty({B, P, 4}, points.options());
+  auto ctr = at::empty({B, P}, points.options());
+  if (B > 0 && P > 0) {
+    TORCH_CHECK_VALUE(B <= 65535, "fcos_targets_batched: at most 65535 images per call on CUDA, got ", B);
+    const dim3 grid(static_cast<unsigned>((P + kThreads - 1) / kThreads), static_cast<unsigned>(B));
+    auto stream = at::cuda::getCurrentCUDAStream();
+    AT_DISPATCH_FLOATING_TYPES(dtype, "fcos_targets", [&] {
+      fcos_targets_kernel<scalar_t><<<grid, kThreads, 0, stream>>>(
+          points.const_data_ptr<scalar_t>(), strides.const_data_ptr<scalar_t>(), ranges.const_data_ptr<scalar_t>(),
+          gts.const_data_ptr<scalar_t>(), valid.defined() ? valid.const_data_ptr<bool>() : nullptr, P, G,
+          center_radius.has_value(), static_cast<scalar_t>(center_radius.value_or(0.0)),
+          gt_index.mutable_data_ptr<int64_t>(), reg.mutable_data_ptr<scalar_t>(), ctr.mutable_data_ptr<scalar_t>());
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    });
+  }
+  if (dtype != out_dtype) {
+    reg = reg.to(out_dtype);
+    ctr = ctr.to(out_dtype);
+  }
+  return {gt_index, reg, ctr};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> fcos_targets_cuda(const at::Tensor& points, const at::Tensor& strides,
+                                                                 const at::Tensor& size_ranges,
+                                                                 const at::Tensor& gt_boxes,
+                                                                 std::optional<double> center_radius) {
+  const char* op = "fcos_targets";
+  check_fcos_points(points, strides, size_ranges, op);
+  check_boxes(gt_boxes, op, "gt_boxes");
+  check_same_device(points, "points", gt_boxes, "gt_boxes", op);
+  check_center_radius(center_radius, op);
+  auto [idx, reg, ctr] = fcos_cuda(points, strides, size_ranges, gt_boxes.unsqueeze(0), at::Tensor(), center_radius);
+  return {idx.squeeze(0), reg.squeeze(0), ctr.squeeze(0)};
+}
+
+std::tuple<at::Tensor, at::Tensor, at::Tensor> fcos_targets_batched_cuda(
+    const at::Tensor& points, const at::Tensor& strides, const at::Tensor& size_ranges, const at::Tensor& gt_boxes,
+    const at::Tensor& gt_valid, std::optional<double> center_radius) {
+  const char* op = "fcos_targets_batched";
+  check_fcos_points(points, strides, size_ranges, op);
+  check_batched_gt(gt_boxes, gt_valid, op);
+  check_same_device(points, "points", gt_boxes, "gt_boxes", op);
+  check_same_device(points, "points", gt_valid, "gt_valid", op);
+  check_center_radius(center_radius, op);
+  return fcos_cuda(points, strides, size_ranges, gt_boxes, gt_valid, center_radius);
+}
+
+}  // namespace
+
+TORCH_LIBRARY_IMPL(nasx, CUDA, m) {
+  m.impl("fcos_targets", &fcos_targets_cuda);
+  m.impl("fcos_targets_batched", &fcos_targets_batched_cuda);
+}
+
+}  // namespace nasx::ops
