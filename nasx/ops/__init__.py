@@ -8,3 +8,6 @@ from nasx.ops.boxes import box_iou, generalized_box_iou
 from nasx.ops.nms import batched_nms, nms, soft_nms
 
 __all__ = ["box_iou", "generalized_box_iou", "nms", "batched_nms", "soft_nms"]
+from nasx.ops.roi_align import roi_align
+
+__all__ += ["roi_align"]

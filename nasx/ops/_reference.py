@@ -121,3 +121,70 @@ def soft_nms(
         alive = [i for i in alive if current[i] >= thr]
     out_scores = torch.stack(kept_scores) if kept_scores else current.new_empty(0)
     return torch.tensor(keep, dtype=torch.int64), out_scores.to(scores.dtype)
+
+
+# ---------------------------------------------------------------------------
+# Feature-map ops: roi_align, deform_conv2d (torchvision's semantics)
+# ---------------------------------------------------------------------------
+
+
+def _roi_bilinear(plane: Tensor, y: float, x: float) -> Tensor:
+    """Bilinear sample of every channel of plane[C, H, W] at (y, x), RoIAlign's border rules."""
+    _, height, width = plane.shape
+    if y < -1.0 or y > height or x < -1.0 or x > width:
+        return plane.new_zeros(plane.shape[0])
+    y, x = max(y, 0.0), max(x, 0.0)
+    y_low, x_low = int(y), int(x)
+    if y_low >= height - 1:
+        y_low = y_high = height - 1
+        y = float(y_low)
+    else:
+        y_high = y_low + 1
+    if x_low >= width - 1:
+        x_low = x_high = width - 1
+        x = float(x_low)
+    else:
+        x_high = x_low + 1
+    ly, lx = y - y_low, x - x_low
+    hy, hx = 1 - ly, 1 - lx
+    return (
+        hy * hx * plane[:, y_low, x_low]
+        + hy * lx * plane[:, y_low, x_high]
+        + ly * hx * plane[:, y_high, x_low]
+        + ly * lx * plane[:, y_high, x_high]
+    )
+
+
+def roi_align(
+    input: Tensor, rois: Tensor, output_size: tuple[int, int], spatial_scale: float = 1.0,
+    sampling_ratio: int = -1, aligned: bool = False,
+) -> Tensor:
+    """rois: [K, 5] (batch index, x1, y1, x2, y2). Differentiable with respect to input."""
+    ph, pw = output_size
+    offset = 0.5 if aligned else 0.0
+    out = []
+    for roi in rois.tolist():
+        plane = input[int(roi[0])]
+        x1, y1, x2, y2 = (v * spatial_scale - offset for v in roi[1:])
+        roi_w, roi_h = x2 - x1, y2 - y1
+        if not aligned:
+            roi_w, roi_h = max(roi_w, 1.0), max(roi_h, 1.0)
+        bin_h, bin_w = roi_h / ph, roi_w / pw
+        grid_h = sampling_ratio if sampling_ratio > 0 else max(math.ceil(roi_h / ph), 0)
+        grid_w = sampling_ratio if sampling_ratio > 0 else max(math.ceil(roi_w / pw), 0)
+        count = max(grid_h * grid_w, 1)
+        bins = []
+        for i in range(ph):
+            for j in range(pw):
+                acc = input.new_zeros(input.shape[1])
+                for iy in range(grid_h):
+                    y = y1 + i * bin_h + (iy + 0.5) * bin_h / grid_h
+                    for ix in range(grid_w):
+                        x = x1 + j * bin_w + (ix + 0.5) * bin_w / grid_w
+                        acc = acc + _roi_bilinear(plane, y, x)
+                bins.append(acc / count)
+        out.append(torch.stack(bins, dim=1).view(-1, ph, pw) if bins else input.new_zeros(input.shape[1], ph, pw))
+    if not out:
+        return input.new_zeros((0, input.shape[1], ph, pw))
+    return torch.stack(out)
+
