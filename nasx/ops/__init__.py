@@ -9,5 +9,6 @@ from nasx.ops.nms import batched_nms, nms, soft_nms
 
 __all__ = ["box_iou", "generalized_box_iou", "nms", "batched_nms", "soft_nms"]
 from nasx.ops.roi_align import roi_align
+from nasx.ops.deform_conv import DeformConv2d, deform_conv2d
 
-__all__ += ["roi_align"]
+__all__ += ["roi_align", "deform_conv2d", "DeformConv2d"]

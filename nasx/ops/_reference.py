@@ -188,3 +188,50 @@ def roi_align(
         return input.new_zeros((0, input.shape[1], ph, pw))
     return torch.stack(out)
 
+
+def _deform_bilinear(input: Tensor, y: Tensor, x: Tensor) -> Tensor:
+    """input[N, C, H, W] sampled at y, x of shape [N, C, ...]; 0 unless -1 < y < H and -1 < x < W,
+    corners outside the map read 0. Differentiable in input, y and x."""
+    n, c, height, width = input.shape
+    inside = (y > -1) & (y < height) & (x > -1) & (x < width)
+    y0, x0 = torch.floor(y), torch.floor(x)
+    ly, lx = y - y0, x - x0
+    flat = input.reshape(n, c, height * width)
+
+    def corner(yi: Tensor, xi: Tensor) -> Tensor:
+        valid = inside & (yi >= 0) & (yi <= height - 1) & (xi >= 0) & (xi <= width - 1)
+        index = (yi.clamp(0, height - 1) * width + xi.clamp(0, width - 1)).long()
+        value = flat.gather(2, index.reshape(n, c, -1)).reshape(y.shape)
+        return torch.where(valid, value, torch.zeros_like(value))
+
+    return ((1 - ly) * (1 - lx) * corner(y0, x0) + (1 - ly) * lx * corner(y0, x0 + 1)
+            + ly * (1 - lx) * corner(y0 + 1, x0) + ly * lx * corner(y0 + 1, x0 + 1))
+
+
+def deform_conv2d(
+    input: Tensor, offset: Tensor, weight: Tensor, bias: Tensor | None = None, stride=(1, 1), padding=(0, 0),
+    dilation=(1, 1), mask: Tensor | None = None,
+) -> Tensor:
+    """torchvision.ops.deform_conv2d's semantics: sample every tap of every output pixel, then convolve."""
+    n, c_in, _, _ = input.shape
+    c_out, c_per_group, kh, kw = weight.shape
+    groups, taps = c_in // c_per_group, kh * kw
+    offset_groups = offset.shape[1] // (2 * taps)
+    out_h, out_w = offset.shape[2:]
+    off = offset.reshape(n, offset_groups, taps, 2, out_h, out_w)
+    tap_y = (torch.arange(kh) * dilation[0]).repeat_interleave(kw).to(offset)  # [K]
+    tap_x = (torch.arange(kw) * dilation[1]).repeat(kh).to(offset)
+    base_y = (torch.arange(out_h) * stride[0] - padding[0]).to(offset)  # [H_out]
+    base_x = (torch.arange(out_w) * stride[1] - padding[1]).to(offset)
+    y = base_y[:, None] + tap_y[:, None, None] + off[:, :, :, 0]  # [N, O, K, H_out, W_out]
+    x = base_x[None, :] + tap_x[:, None, None] + off[:, :, :, 1]
+    per_offset_group = c_in // offset_groups
+    y = y.repeat_interleave(per_offset_group, dim=1)  # [N, C_in, K, H_out, W_out]
+    x = x.repeat_interleave(per_offset_group, dim=1)
+    columns = _deform_bilinear(input, y, x)
+    if mask is not None:
+        columns = columns * mask.reshape(n, offset_groups, taps, out_h, out_w).repeat_interleave(per_offset_group, 1)
+    columns = columns.reshape(n, groups, c_per_group * taps, out_h * out_w)
+    w = weight.reshape(groups, c_out // groups, c_per_group * taps)
+    out = torch.einsum("gok,ngkp->ngop", w, columns).reshape(n, c_out, out_h, out_w)
+    return out if bias is None else out + bias[None, :, None, None]
