@@ -34,8 +34,11 @@ NASX_HD DeformSample<T> deform_sample(T h, T w, int64_t height, int64_t width) {
     s.lh = s.lw = T(0);
     return s;
   }
-  const T fh = floor(h), fw = floor(w);
-  const int64_t h_low = static_cast<int64_t>(fh), w_low = static_cast<int64_t>(fw);
+  // floor without a libm call (h, w > -1 here): truncate, then step down for negative fractions.
+  int64_t h_low = static_cast<int64_t>(h), w_low = static_cast<int64_t>(w);
+  if (h < static_cast<T>(h_low)) --h_low;
+  if (w < static_cast<T>(w_low)) --w_low;
+  const T fh = static_cast<T>(h_low), fw = static_cast<T>(w_low);
   const int64_t h_high = h_low + 1, w_high = w_low + 1;
   s.lh = h - fh;
   s.lw = w - fw;
@@ -45,6 +48,28 @@ NASX_HD DeformSample<T> deform_sample(T h, T w, int64_t height, int64_t width) {
   s.idx[2] = hhi && wl ? static_cast<int32_t>(h_high * width + w_low) : -1;
   s.idx[3] = hhi && whi ? static_cast<int32_t>(h_high * width + w_high) : -1;
   return s;
+}
+
+// A sample with its bilinear weights and mask value, decoded once and applied to
+// every channel of a block.
+template <typename T>
+struct DecodedSample {
+  DeformSample<T> s;
+  T w[4];
+  T mask;
+  bool any;  // some corner lies on the map
+  bool all;  // all four do
+};
+
+template <typename T>
+NASX_HD DecodedSample<T> decode(const DeformSample<T>& s, T mask) {
+  DecodedSample<T> d;
+  d.s = s;
+  for (int i = 0; i < 4; ++i) d.w[i] = s.weight(i);
+  d.mask = mask;
+  d.any = (s.idx[0] & s.idx[1] & s.idx[2] & s.idx[3]) != -1;  // not all four -1
+  d.all = (s.idx[0] | s.idx[1] | s.idx[2] | s.idx[3]) >= 0;
+  return d;
 }
 
 // The four corner values of one sample in one plane.
@@ -58,6 +83,13 @@ NASX_HD Corners<T> corners(const T* plane, const DeformSample<T>& s) {
   Corners<T> c;
   for (int i = 0; i < 4; ++i) c.v[i] = s.idx[i] >= 0 ? plane[s.idx[i]] : T(0);
   return c;
+}
+
+// corners(), without per-corner checks when the whole sample lies on the map.
+template <typename T>
+NASX_HD Corners<T> load_corners(const T* plane, const DecodedSample<T>& d) {
+  if (d.all) return Corners<T>{{plane[d.s.idx[0]], plane[d.s.idx[1]], plane[d.s.idx[2]], plane[d.s.idx[3]]}};
+  return corners(plane, d.s);
 }
 
 // Interpolated value: w1 v1 + w2 v2 + w3 v3 + w4 v4.
