@@ -1,11 +1,13 @@
 // CPU kernels of deform_conv2d and its backward.
 //
-// Work is split into tasks of (offset group, block of its channels); a task walks
-// the taps and output pixels, decodes each sample (position, bilinear weights,
-// mask) once and applies it to every channel of its block. Dense path: the tasks
-// fill columns [C_in * K, P] (K = kH kW taps, P = output pixels), then one GEMM
-// per weight group. Depthwise path (groups == C_in): no columns and no GEMM; the
-// outputs are accumulated directly.
+// Work is split into tasks of (image, offset group, block of its channels); a
+// task decodes each sample of a tap (position, bilinear weights, mask) once and
+// applies it to every channel of its block, one plane at a time. Dense path: the
+// tasks fill columns [n, C_in * K, P] for a chunk of n images (K = kH kW taps,
+// P = output pixels), then one batched GEMM over the weight groups. Depthwise path
+// (groups == C_in): no columns and no GEMM; the outputs are accumulated directly.
+// One parallel region per chunk and stage: on a loaded machine every extra
+// fork/join waits for the slowest thread.
 //
 // Backward, one fused pass, deterministic whatever the thread count: the blocks
 // are fixed by the shapes alone; a block owns its channels' input-gradient planes
@@ -27,7 +29,8 @@
 namespace nasx::ops {
 namespace {
 
-constexpr int64_t kMaxBlocks = 16;  // channel blocks per offset group
+constexpr int64_t kMaxBlocks = 16;               // channel blocks per offset group (backward)
+constexpr int64_t kChunkBudget = int64_t(1) << 24;  // elements of per-chunk buffers
 
 struct Prepared {
   DeformConvShape s;
@@ -97,19 +100,21 @@ void decode_row(const DeformConvShape& s, const T* offset, const T* mask, int64_
   for_each_sample(s, offset, mask, g, k, [&](int64_t p, const DecodedSample<T>& d) { row[p] = d; });
 }
 
-// Dense forward, one image: columns[(c * K + k) * P + p] = mask * sample value.
+// Dense forward, images [b0, b0 + n): columns[bl, c * K + k, p] = mask * sample value.
 template <typename T>
-void im2col(const DeformConvShape& s, const T* in, const T* offset, const T* mask, T* columns) {
+void im2col(const Prepared& pr, int64_t b0, int64_t n, T* columns) {
+  const auto& s = pr.s;
   const Blocks blocks(s, forward_blocks(s));
-  const int64_t K = s.taps(), P = s.pixels(), plane = s.height * s.width;
-  at::parallel_for(0, blocks.count(s) * K, 1, [&](int64_t r0, int64_t r1) {
+  const int64_t K = s.taps(), P = s.pixels(), plane = s.height * s.width, per_image = blocks.count(s) * K;
+  at::parallel_for(0, n * per_image, 1, [&](int64_t r0, int64_t r1) {
     std::vector<DecodedSample<T>> row;
     for (int64_t r = r0; r < r1; ++r) {
-      const int64_t t = r / K, k = r % K;
-      decode_row(s, offset, mask, blocks.group(t), k, row);
+      const int64_t bl = r / per_image, t = (r % per_image) / K, k = r % K, b = b0 + bl;
+      const T* mask = pr.s.use_mask ? pr.mask.const_data_ptr<T>() + b * s.offset_groups * K * P : nullptr;
+      decode_row(s, pr.offset.const_data_ptr<T>() + b * s.offset_groups * 2 * K * P, mask, blocks.group(t), k, row);
       for (int64_t c = blocks.begin(t); c < blocks.end(t); ++c) {
-        const T* src = in + c * plane;
-        T* col = columns + (c * K + k) * P;
+        const T* src = pr.input.const_data_ptr<T>() + (b * s.in_ch + c) * plane;
+        T* col = columns + ((bl * s.in_ch + c) * K + k) * P;
         for (int64_t p = 0; p < P; ++p) {
           const auto& d = row[p];
           const T v = d.any ? sample_value(src, d) : T(0);
@@ -120,21 +125,27 @@ void im2col(const DeformConvShape& s, const T* in, const T* offset, const T* mas
   });
 }
 
-// Depthwise forward, one image: out[o, p] += weight[o, k] * mask * value(channel o / mult), over k.
+// Depthwise forward, all images: out[b, o, p] += weight[o, k] * mask * value(channel o / mult), over k.
 template <typename T>
-void depthwise_forward(const DeformConvShape& s, const T* in, const T* offset, const T* mask, const T* weight, T* out) {
+void depthwise_forward(const Prepared& pr, T* out) {
+  const auto& s = pr.s;
   const Blocks blocks(s, forward_blocks(s));
   const int64_t K = s.taps(), P = s.pixels(), plane = s.height * s.width, mult = s.out_per_group();
-  at::parallel_for(0, blocks.count(s), 1, [&](int64_t t0, int64_t t1) {
+  const int64_t per_image = blocks.count(s);
+  const T* weight = pr.weight.const_data_ptr<T>();
+  at::parallel_for(0, s.batch * per_image, 1, [&](int64_t r0, int64_t r1) {
     std::vector<DecodedSample<T>> row;
-    for (int64_t t = t0; t < t1; ++t) {
+    for (int64_t r = r0; r < r1; ++r) {
+      const int64_t b = r / per_image, t = r % per_image;
+      const T* mask = pr.s.use_mask ? pr.mask.const_data_ptr<T>() + b * s.offset_groups * K * P : nullptr;
+      const T* offset = pr.offset.const_data_ptr<T>() + b * s.offset_groups * 2 * K * P;
       for (int64_t k = 0; k < K; ++k) {
         decode_row(s, offset, mask, blocks.group(t), k, row);
         for (int64_t c = blocks.begin(t); c < blocks.end(t); ++c) {
-          const T* src = in + c * plane;
+          const T* src = pr.input.const_data_ptr<T>() + (b * s.in_ch + c) * plane;
           for (int64_t o = c * mult; o < (c + 1) * mult; ++o) {
             const T wk = weight[o * K + k];
-            T* dst = out + o * P;
+            T* dst = out + (b * s.out_ch + o) * P;
             for (int64_t p = 0; p < P; ++p) {
               const auto& d = row[p];
               if (!d.any) continue;
@@ -157,25 +168,22 @@ at::Tensor deform_conv2d_cpu(const at::Tensor& input_in, const at::Tensor& weigh
   const auto& s = pr.s;
   auto output = at::zeros({s.batch, s.out_ch, s.out_h, s.out_w}, pr.input.options());
   if (output.numel() == 0) return output.to(input_in.scalar_type());
-  const int64_t K = s.taps(), P = s.pixels(), cgk = s.in_per_group() * K, og = s.out_per_group();
+  const int64_t K = s.taps(), P = s.pixels(), cgk = s.in_per_group() * K;
   AT_DISPATCH_FLOATING_TYPES(pr.input.scalar_type(), "deform_conv2d", [&] {
     using T = scalar_t;
-    at::Tensor columns = s.depthwise() ? at::Tensor() : at::empty({s.in_ch * K, P}, pr.input.options());
-    const auto w2d = pr.weight.view({s.out_ch, cgk});
-    for (int64_t b = 0; b < s.batch; ++b) {
-      const T* in = pr.input.const_data_ptr<T>() + b * s.in_ch * s.height * s.width;
-      const T* off = pr.offset.const_data_ptr<T>() + b * s.offset_groups * 2 * K * P;
-      const T* m = s.use_mask ? pr.mask.const_data_ptr<T>() + b * s.offset_groups * K * P : nullptr;
-      auto out_b = output[b].view({s.out_ch, P});
-      if (s.depthwise()) {
-        depthwise_forward(s, in, off, m, pr.weight.const_data_ptr<T>(), out_b.mutable_data_ptr<T>());
-        continue;
-      }
-      im2col(s, in, off, m, columns.mutable_data_ptr<T>());
-      for (int64_t g = 0; g < s.groups; ++g) {
-        auto dst = out_b.narrow(0, g * og, og);
-        at::mm_out(dst, w2d.narrow(0, g * og, og), columns.narrow(0, g * cgk, cgk));
-      }
+    if (s.depthwise()) {
+      depthwise_forward(pr, output.mutable_data_ptr<T>());
+      return;
+    }
+    const auto w = pr.weight.view({1, s.groups, s.out_per_group(), cgk});
+    const int64_t chunk = std::max<int64_t>(1, std::min(s.batch, kChunkBudget / (s.in_ch * K * P)));
+    auto columns = at::empty({chunk, s.groups, cgk, P}, pr.input.options());
+    for (int64_t b0 = 0; b0 < s.batch; b0 += chunk) {
+      const int64_t n = std::min(chunk, s.batch - b0);
+      auto cols = columns.narrow(0, 0, n);
+      im2col(pr, b0, n, cols.mutable_data_ptr<T>());
+      auto dst = output.narrow(0, b0, n).view({n, s.groups, s.out_per_group(), P});
+      at::matmul_out(dst, w, cols);
     }
   });
   if (bias.has_value() && bias->defined()) output.add_(bias->to(output.scalar_type()).view({1, s.out_ch, 1, 1}));
@@ -205,46 +213,44 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> deform_co
   const int64_t K = s.taps(), P = s.pixels(), cgk = s.in_per_group() * K, og = s.out_per_group();
   const int64_t plane = s.height * s.width;
   const Blocks blocks(s, kMaxBlocks);
-  const int64_t tasks = blocks.count(s);
+  const int64_t tasks = blocks.count(s);  // per image
+  const bool dense = !s.depthwise();
   if (grad.numel() > 0 && s.in_ch > 0) {
+    // Images per chunk: the columns (dense) and the per-block partial sums fit the budget.
+    const int64_t per_image = std::max<int64_t>(1, tasks * 3 * K * P + (dense ? 2 * s.in_ch * K * P : 0));
+    const int64_t chunk = std::max<int64_t>(1, std::min(s.batch, kChunkBudget / per_image));
     AT_DISPATCH_FLOATING_TYPES(opts.dtype().toScalarType(), "deform_conv2d_backward", [&] {
       using T = scalar_t;
-      const bool dense = !s.depthwise();
+      const auto w = pr.weight.view({1, s.groups, og, cgk});
       at::Tensor columns, grad_columns;
-      if (dense) {
-        columns = at::empty({s.in_ch * K, P}, opts);
-        grad_columns = at::empty({s.in_ch * K, P}, opts);
-      }
-      std::vector<T> partial(tasks * 3 * K * P);  // per block: d offset_h, d offset_w, d mask
-      const auto w2d = pr.weight.view({s.out_ch, cgk});
-      auto gw2d = grad_weight.view({s.out_ch, cgk});
+      if (dense) columns = at::empty({chunk, s.groups, cgk, P}, opts);
+      std::vector<T> partial(chunk * tasks * 3 * K * P);  // per image and block: d offset_h, d offset_w, d mask
+      std::vector<T> wpart(dense ? 0 : chunk * s.out_ch * K);  // depthwise weight gradient per image
       const T* weight = pr.weight.const_data_ptr<T>();
-      T* gw = grad_weight.mutable_data_ptr<T>();
-      for (int64_t b = 0; b < s.batch; ++b) {
-        const T* in = pr.input.const_data_ptr<T>() + b * s.in_ch * plane;
-        const T* off = pr.offset.const_data_ptr<T>() + b * s.offset_groups * 2 * K * P;
-        T* gin = grad_input.mutable_data_ptr<T>() + b * s.in_ch * plane;
-        const T* mask = s.use_mask ? pr.mask.const_data_ptr<T>() + b * s.offset_groups * K * P : nullptr;
-        const auto go_b = grad[b].view({s.out_ch, P});
-        const T* go = go_b.const_data_ptr<T>();
-        if (dense) {
-          for (int64_t g = 0; g < s.groups; ++g) {
-            auto dst = grad_columns.narrow(0, g * cgk, cgk);
-            at::mm_out(dst, w2d.narrow(0, g * og, og).t(), go_b.narrow(0, g * og, og));
-          }
-        }
+      const T* go_all = grad.const_data_ptr<T>();
+      for (int64_t b0 = 0; b0 < s.batch; b0 += chunk) {
+        const int64_t n = std::min(chunk, s.batch - b0);
+        const auto go_chunk = grad.narrow(0, b0, n).view({n, s.groups, og, P});
+        if (dense) grad_columns = at::matmul(w.transpose(-1, -2), go_chunk).contiguous();  // [n, G, Cg K, P]
         T* cols = dense ? columns.mutable_data_ptr<T>() : nullptr;
         const T* gcols = dense ? grad_columns.const_data_ptr<T>() : nullptr;
-        at::parallel_for(0, tasks, 1, [&](int64_t t0, int64_t t1) {
+        std::fill(wpart.begin(), wpart.end(), T(0));
+        at::parallel_for(0, n * tasks, 1, [&](int64_t r0, int64_t r1) {
           std::vector<T> gc_row(dense ? 0 : P);
           std::vector<DecodedSample<T>> row;
-          for (int64_t t = t0; t < t1; ++t) {
+          for (int64_t r = r0; r < r1; ++r) {
+            const int64_t bl = r / tasks, t = r % tasks, b = b0 + bl;
             const int64_t c0 = blocks.begin(t), c1 = blocks.end(t);
+            const T* in = pr.input.const_data_ptr<T>() + b * s.in_ch * plane;
+            T* gin = grad_input.mutable_data_ptr<T>() + b * s.in_ch * plane;
+            const T* off = pr.offset.const_data_ptr<T>() + b * s.offset_groups * 2 * K * P;
+            const T* mask = s.use_mask ? pr.mask.const_data_ptr<T>() + b * s.offset_groups * K * P : nullptr;
+            const T* go = go_all + b * s.out_ch * P;
             for (int64_t k = 0; k < K; ++k) {
               decode_row(s, off, mask, blocks.group(t), k, row);
-              T* ph = partial.data() + ((t * 3 + 0) * K + k) * P;
-              T* pw = partial.data() + ((t * 3 + 1) * K + k) * P;
-              T* pm = partial.data() + ((t * 3 + 2) * K + k) * P;
+              T* ph = partial.data() + (((bl * tasks + t) * 3 + 0) * K + k) * P;
+              T* pw = ph + K * P;
+              T* pm = pw + K * P;
               std::fill(ph, ph + P, T(0));
               std::fill(pw, pw + P, T(0));
               std::fill(pm, pm + P, T(0));
@@ -254,8 +260,8 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> deform_co
                 const T* gc;
                 T* col = nullptr;
                 if (dense) {
-                  gc = gcols + (c * K + k) * P;
-                  col = cols + (c * K + k) * P;
+                  gc = gcols + ((bl * s.in_ch + c) * K + k) * P;
+                  col = cols + ((bl * s.in_ch + c) * K + k) * P;
                 } else {  // depthwise: the column gradient sums this channel's outputs
                   std::fill(gc_row.begin(), gc_row.end(), T(0));
                   for (int64_t o = c * og; o < (c + 1) * og; ++o) {
@@ -290,9 +296,10 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> deform_co
                   }
                   ph[p] += d.mask * d_dh(d.s, cr) * g;
                   pw[p] += d.mask * d_dw(d.s, cr) * g;
-                  pm[p] += g * v;
+                  if (mask) pm[p] += g * v;
                 }
-                if (fused_wgrad) gw[c * K + k] += wsum;
+                T* wp = dense ? nullptr : wpart.data() + bl * s.out_ch * K;
+                if (fused_wgrad) wp[c * K + k] = wsum;
                 if (!dense && !fused_wgrad) {  // this block owns its channels' outputs and their weights
                   for (int64_t o = c * og; o < (c + 1) * og; ++o) {
                     T sum = 0;
@@ -300,7 +307,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> deform_co
                       const auto& d = row[p];
                       if (d.any) sum += go[o * P + p] * (mask ? d.mask * sample_value(src, d) : sample_value(src, d));
                     }
-                    gw[o * K + k] += sum;
+                    wp[o * K + k] = sum;
                   }
                 }
               }
@@ -308,19 +315,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> deform_co
           }
         });
         // Offset and mask gradients: block partial sums, added in block order.
-        T* goff = grad_offset.mutable_data_ptr<T>() + b * s.offset_groups * 2 * K * P;
-        T* gmask = s.use_mask ? grad_mask.mutable_data_ptr<T>() + b * s.offset_groups * K * P : nullptr;
-        at::parallel_for(0, s.offset_groups * K, 1, [&](int64_t r0, int64_t r1) {
+        at::parallel_for(0, n * s.offset_groups * K, 1, [&](int64_t r0, int64_t r1) {
           for (int64_t r = r0; r < r1; ++r) {
-            const int64_t g = r / K, k = r % K;
-            T* dh = goff + (g * 2 * K + 2 * k) * P;
+            const int64_t bl = r / (s.offset_groups * K), g = (r / K) % s.offset_groups, k = r % K, b = b0 + bl;
+            T* dh = grad_offset.mutable_data_ptr<T>() + ((b * s.offset_groups + g) * 2 * K + 2 * k) * P;
             T* dw = dh + P;
-            T* dm = gmask ? gmask + r * P : nullptr;
+            T* dm = s.use_mask ? grad_mask.mutable_data_ptr<T>() + ((b * s.offset_groups + g) * K + k) * P : nullptr;
             for (int64_t q = 0; q < blocks.per_group; ++q) {
               const int64_t t = g * blocks.per_group + q;
-              const T* ah = partial.data() + ((t * 3 + 0) * K + k) * P;
-              const T* aw = partial.data() + ((t * 3 + 1) * K + k) * P;
-              const T* am = partial.data() + ((t * 3 + 2) * K + k) * P;
+              const T* ah = partial.data() + (((bl * tasks + t) * 3 + 0) * K + k) * P;
+              const T* aw = ah + K * P;
+              const T* am = aw + K * P;
               for (int64_t p = 0; p < P; ++p) {
                 dh[p] += ah[p];
                 dw[p] += aw[p];
@@ -329,9 +334,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> deform_co
             }
           }
         });
-        if (dense) {
-          for (int64_t g = 0; g < s.groups; ++g) {
-            gw2d.narrow(0, g * og, og).addmm_(go_b.narrow(0, g * og, og), columns.narrow(0, g * cgk, cgk).t());
+        if (dense) {  // sum over the chunk's images, in order
+          grad_weight.view({s.groups, og, cgk}).add_(at::matmul(go_chunk, columns.narrow(0, 0, n).transpose(-1, -2)).sum(0));
+        } else {
+          T* gw = grad_weight.mutable_data_ptr<T>();
+          for (int64_t bl = 0; bl < n; ++bl) {
+            const T* wp = wpart.data() + bl * s.out_ch * K;
+            for (int64_t i = 0; i < s.out_ch * K; ++i) gw[i] += wp[i];
           }
         }
       }
