@@ -264,3 +264,17 @@ def test_batch_split_into_chunks_matches_per_image(name):
         torch.testing.assert_close(batched[j], torch.cat([s[j] for s in singles]), rtol=1e-4, atol=1e-4)
     for j in (3, 5):  # weight and bias gradients: summed over images
         torch.testing.assert_close(batched[j], sum(s[j] for s in singles), rtol=1e-4, atol=1e-3)
+
+
+def test_autocast_computes_in_float32_and_keeps_input_dtype():
+    case = random_case(14, dtype=torch.float32)
+    bf16 = dict(case, input=case["input"].bfloat16())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = nasx.ops.deform_conv2d(**bf16)
+    assert out.dtype == torch.bfloat16
+    expected = nasx.ops.deform_conv2d(**dict(case, input=case["input"].bfloat16().float()))
+    assert torch.equal(out, expected.bfloat16())
+    x = case["input"].clone().requires_grad_()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        nasx.ops.deform_conv2d(**dict(case, input=x)).sum().backward()
+    assert x.grad is not None and x.grad.dtype == torch.float32

@@ -169,3 +169,12 @@ def test_cuda_matches_cpu():
         a.backward(g)
         b.backward(g.cuda())
         torch.testing.assert_close(x_gpu.grad.cpu(), x_cpu.grad, rtol=1e-4, atol=1e-5)
+
+
+def test_autocast_computes_in_float32_and_keeps_input_dtype():
+    feat, rois = random_case(10, dtype=torch.float32)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = nasx.ops.roi_align(feat.bfloat16(), rois, 2, 0.5, 2, True)
+        same = nasx.ops.roi_align(feat, rois, 2, 0.5, 2, True)
+    assert out.dtype == torch.bfloat16 and same.dtype == torch.float32
+    assert torch.equal(out, nasx.ops.roi_align(feat.bfloat16().float(), rois, 2, 0.5, 2, True).bfloat16())

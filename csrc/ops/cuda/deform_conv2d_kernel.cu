@@ -171,6 +171,8 @@ at::Tensor deform_conv2d_cuda(const at::Tensor& input_in, const at::Tensor& weig
                               int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w, int64_t dil_h,
                               int64_t dil_w) {
   c10::cuda::CUDAGuard guard(input_in.device());
+  // The GEMMs inside must not be autocast (e.g. a backward run under torch.autocast).
+  c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
   const auto pr = prepare(input_in, weight_in, offset_in, mask_in, bias, stride_h, stride_w, pad_h, pad_w, dil_h,
                           dil_w, "deform_conv2d");
   const auto& s = pr.s;
@@ -210,6 +212,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> deform_co
     int64_t dil_h, int64_t dil_w) {
   const char* op = "deform_conv2d_backward";
   c10::cuda::CUDAGuard guard(input_in.device());
+  c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
   const auto pr = prepare(input_in, weight_in, offset_in, mask_in, std::nullopt, stride_h, stride_w, pad_h, pad_w,
                           dil_h, dil_w, op);
   const auto& s = pr.s;
