@@ -30,7 +30,7 @@
 namespace nasx::ops {
 namespace {
 
-constexpr int64_t kMaxBlocks = 16;               // channel blocks per offset group (backward)
+constexpr int64_t kMaxBlocks = 8;                // channel blocks per offset group (backward)
 constexpr int64_t kChunkBudget = int64_t(1) << 24;  // elements of per-chunk buffers
 
 struct Prepared {
@@ -264,12 +264,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> deform_co
               for (int64_t c = c0; c < c1; ++c) {
                 const T* src = in + c * plane;
                 T* gplane = gin + c * plane;
-                const T* gc;
+                const T* gc = nullptr;
                 T* col = nullptr;
                 if (dense) {
                   gc = gcols + ((bl * s.in_ch + c) * K + k) * P;
                   col = cols + ((bl * s.in_ch + c) * K + k) * P;
-                } else {  // depthwise: the column gradient sums this channel's outputs
+                } else if (og > 1) {  // depthwise: the column gradient sums this channel's outputs
                   std::fill(gc_row.begin(), gc_row.end(), T(0));
                   for (int64_t o = c * og; o < (c + 1) * og; ++o) {
                     const T wk = weight[o * K + k];
@@ -277,9 +277,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> deform_co
                   }
                   gc = gc_row.data();
                 }
-                // Depthwise with one output per channel: its weight gradient rides along.
+                // Depthwise with one output per channel: the column gradient is weight * grad,
+                // computed in place, and the weight gradient rides along.
                 const bool fused_wgrad = !dense && og == 1;
                 const T* go_c = go + c * P;
+                const T wck = fused_wgrad ? weight[c * K + k] : T(0);
                 T wsum = 0;
                 for (int64_t p = 0; p < P; ++p) {
                   const auto& d = row[p];
@@ -289,7 +291,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> deform_co
                   }
                   const auto cr = load_corners(src, d);
                   const T v = d.w[0] * cr.v[0] + d.w[1] * cr.v[1] + d.w[2] * cr.v[2] + d.w[3] * cr.v[3];
-                  const T g = gc[p];
+                  const T g = fused_wgrad ? wck * go_c[p] : gc[p];
                   const T colv = mask ? d.mask * v : v;
                   if (dense) col[p] = colv;
                   if (fused_wgrad) wsum += go_c[p] * colv;
