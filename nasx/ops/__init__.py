@@ -5,14 +5,32 @@ Every op is also available as ``torch.ops.nasx.<name>``, has a fake kernel
 and has a plainly written pure-torch reference in ``nasx.ops._reference``.
 """
 from nasx.ops.boxes import box_iou, generalized_box_iou
-from nasx.ops.nms import batched_nms, nms, soft_nms
-
-__all__ = ["box_iou", "generalized_box_iou", "nms", "batched_nms", "soft_nms"]
-from nasx.ops.pareto import crowding_distance, hypervolume, non_dominated_sort, partial_order_prune
-
-__all__ += ["non_dominated_sort", "crowding_distance", "hypervolume", "partial_order_prune"]
-
+from nasx.ops.deform_conv import DeformConv2d, deform_conv2d
 from nasx.ops.focal_loss import sigmoid_focal_loss
+from nasx.ops.nms import batched_nms, nms, soft_nms
+from nasx.ops.pareto import crowding_distance, hypervolume, non_dominated_sort, partial_order_prune
+from nasx.ops.roi_align import roi_align
 from nasx.ops.targets import atss_assign, fcos_targets, fcos_targets_batched, match_anchors
 
-__all__ += ["fcos_targets", "fcos_targets_batched", "match_anchors", "atss_assign", "sigmoid_focal_loss"]
+__all__ = [
+    # boxes and suppression
+    "box_iou",
+    "generalized_box_iou",
+    "nms",
+    "batched_nms",
+    "soft_nms",
+    # detection training
+    "fcos_targets",
+    "fcos_targets_batched",
+    "match_anchors",
+    "atss_assign",
+    "sigmoid_focal_loss",
+    "roi_align",
+    "deform_conv2d",
+    "DeformConv2d",
+    # multi-objective search
+    "non_dominated_sort",
+    "crowding_distance",
+    "hypervolume",
+    "partial_order_prune",
+]
