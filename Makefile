@@ -7,6 +7,8 @@ BIN := $(VENV)/bin
 # The torch nasx is built against. torch >= 2.4 works; this pair is the tested one.
 TORCH_PKGS ?= torch==2.14.1 torchvision==0.29.1
 BUILD_PKGS := numpy pybind11 scikit-build-core 'cmake>=4' ninja
+# nasx's runtime dependencies beyond torch and numpy (pyproject.toml `dependencies`).
+RUNTIME_PKGS := pycocotools Pillow
 TEST_PKGS := pytest hypothesis
 DEPS := $(VENV)/.nasx-deps
 
@@ -19,7 +21,7 @@ CPU_TORCH ?= torch==2.13.0
 $(DEPS): Makefile pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install $(TORCH_PKGS) $(BUILD_PKGS) $(TEST_PKGS)
+	$(BIN)/pip install $(TORCH_PKGS) $(BUILD_PKGS) $(RUNTIME_PKGS) $(TEST_PKGS)
 	@touch $@
 
 install: $(DEPS)
@@ -38,7 +40,7 @@ bench: install
 test-cpu-torch:
 	@test -x $(CPU_VENV)/bin/python || $(PYTHON) -m venv $(CPU_VENV)
 	$(CPU_VENV)/bin/pip install --quiet --upgrade pip
-	$(CPU_VENV)/bin/pip install $(CPU_TORCH) $(BUILD_PKGS) $(TEST_PKGS)
+	$(CPU_VENV)/bin/pip install $(CPU_TORCH) $(BUILD_PKGS) $(RUNTIME_PKGS) $(TEST_PKGS)
 	$(CPU_VENV)/bin/pip install --no-build-isolation --no-deps --config-settings=build-dir=build/cpu-torch .
 	$(CPU_VENV)/bin/python -c "import nasx; assert not nasx.cuda_enabled(); print('nasx built against', nasx.torch_version_built_against(), 'without CUDA')"
 	$(CPU_VENV)/bin/pytest -q
