@@ -36,6 +36,7 @@ test: install
 
 bench: install
 	$(BIN)/python benchmarks/bench_boxes.py
+	$(BIN)/python benchmarks/bench_data.py
 
 test-cpu-torch:
 	@test -x $(CPU_VENV)/bin/python || $(PYTHON) -m venv $(CPU_VENV)

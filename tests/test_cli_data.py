@@ -1,5 +1,6 @@
 """``nasx data synth`` / ``nasx data preview`` end to end, and the command entry points."""
 import json
+import runpy
 import subprocess
 import sys
 from pathlib import Path
@@ -50,13 +51,22 @@ def test_bad_arguments_exit_with_usage(capsys):
         build_parser().parse_args(["data", "synth", "--out", "x", "--train", "many"])
 
 
-def test_python_dash_m_and_console_script(tmp_path):
-    run = subprocess.run([sys.executable, "-m", "nasx", "data", "synth", "--help"], capture_output=True, text=True)
-    assert run.returncode == 0 and "--train N" in run.stdout and "--seed K" in run.stdout
+def test_python_dash_m(monkeypatch, capsys):
+    monkeypatch.setattr(sys, "argv", ["nasx", "data", "synth", "--help"])
+    sys.modules.pop("nasx.__main__", None)
+    with pytest.raises(SystemExit) as info:
+        runpy.run_module("nasx", run_name="__main__")
+    assert info.value.code == 0
+    out = capsys.readouterr().out
+    assert "--train N" in out and "--seed K" in out
+
+
+def test_console_script(tmp_path):
     script = Path(sys.executable).parent / "nasx"
     if not script.exists():
         pytest.skip("the nasx console script is installed by pip install; not in this environment")
     run = subprocess.run([str(script), "data", "synth", "--out", str(tmp_path), "--train", "1", "--val", "1",
                           "--workers", "0"], capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
+    assert "wrote the nasx synthetic dataset" in run.stdout
     assert (tmp_path / "annotations" / "instances_train.json").exists()

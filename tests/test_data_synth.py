@@ -10,7 +10,7 @@ from pycocotools.coco import COCO
 from nasx.data import synth
 from nasx.data.synth import CLASSES, DECOYS, SynthConfig, categories, write_synth_dataset
 
-N_TRAIN, N_VAL = 60, 12
+N_TRAIN, N_VAL = 40, 6
 
 
 @pytest.fixture(scope="module")
@@ -44,9 +44,9 @@ def test_same_seed_same_bytes_for_any_worker_count(dataset_dir, tmp_path):
 
 
 def test_other_seed_other_data(train_json, tmp_path):
-    write_synth_dataset(tmp_path, train=N_TRAIN, val=0, seed=4, workers=0)
+    write_synth_dataset(tmp_path, train=8, val=0, seed=4, workers=0)
     other = json.loads((tmp_path / "annotations" / "instances_train.json").read_text())
-    assert other["annotations"] != train_json["annotations"]
+    assert other["annotations"] != [a for a in train_json["annotations"] if a["image_id"] <= 8]
     assert other["info"]["seed"] == 4 and train_json["info"]["seed"] == 3
 
 
@@ -99,7 +99,7 @@ def test_annotations_describe_visible_pixels(train_json):
 def test_occlusion_threshold_is_a_knob(min_visible):
     cfg = SynthConfig(min_visible=min_visible, max_objects=10)
     shares = []
-    for i in range(20):
+    for i in range(12):
         _, objects = synth.render_image(cfg, np.random.default_rng(i))
         shares += [v for _, _, v in objects]
     assert min(shares) >= min_visible - 1e-9

@@ -95,4 +95,5 @@ def read_image(path: Path, entry: str) -> torch.Tensor:
         raise FileNotFoundError(f"{entry}: image file {path} does not exist") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise UnreadableImageError(f"{entry}: cannot decode image file {path}: {e}") from e
-    return torch.from_numpy(pixels).permute(2, 0, 1).contiguous()
+    # channels first in numpy: a small single-threaded copy (torch's may wake its thread pool)
+    return torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))

@@ -54,7 +54,7 @@ class SeededDataset(Dataset):
         index, seed = key
         py_state, np_state = random.getstate(), np.random.get_state()
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
+            torch.default_generator.manual_seed(seed)  # CPU only: no lazy CUDA seeding per sample
             random.seed(seed)
             np.random.seed(seed % 2**32)
             try:

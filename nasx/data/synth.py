@@ -137,7 +137,7 @@ def _value_noise(rng, size: int, cells: int, channels: int) -> np.ndarray:
     """Smooth random field [size, size, channels] in [0, 1] from a cells x cells grid."""
     coarse = rng.random((channels, cells, cells), dtype=np.float32)
     m = _interp_matrix(size, cells)
-    return np.einsum("yi,cij,xj->yxc", m, coarse, m, optimize=True)
+    return np.moveaxis(m @ coarse @ m.T, 0, -1)
 
 
 @functools.lru_cache(maxsize=4)
@@ -283,11 +283,12 @@ class _Item:
         inside = _shape_mask(self.shape, u, v)
         c, s = math.cos(self.pattern_angle), math.sin(self.pattern_angle)
         pat = _pattern(self.pattern, u * c + v * s, -u * s + v * c, self.period, self.phase)
-        cov = inside.reshape(n, 2, n, 2).mean((1, 3), dtype=np.float32)
-        pw = (inside & pat).reshape(n, 2, n, 2).sum((1, 3)) / np.maximum(inside.reshape(n, 2, n, 2).sum((1, 3)), 1)
+        count = inside.reshape(n, 2, n, 2).sum((1, 3), dtype=np.float32)
+        cov = count * 0.25
+        pw = (inside & pat).reshape(n, 2, n, 2).sum((1, 3), dtype=np.float32) / np.maximum(count, 1)
         base, fg = self.colours
         shade = 1 + self.shade[0] * (u[::2, ::2] * math.cos(self.shade[1]) + v[::2, ::2] * math.sin(self.shade[1]))
-        col = base + (fg - base) * pw[..., None].astype(np.float32)
+        col = base + (fg - base) * pw[..., None]
         self.alpha, self.colour = cov, np.clip(col * shade[..., None], 0, 1)
 
     def window(self, s: int):
@@ -379,7 +380,7 @@ def render_image(cfg: SynthConfig, rng: np.random.Generator):
         if item.category_id:
             objects.append((item.category_id, *visible[id(item)]))
 
-    img += rng.normal(0, cfg.noise_std, img.shape).astype(np.float32)
+    img += rng.standard_normal(img.shape, dtype=np.float32) * cfg.noise_std
     out = Image.fromarray((np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8))
     if rng.random() < 0.5:
         out = out.filter(ImageFilter.GaussianBlur(rng.uniform(0, cfg.max_blur)))
