@@ -122,22 +122,12 @@ def categories() -> list[dict]:
 # ----------------------------------------------------------------------------- drawing
 
 
-def _interp_matrix(n_out: int, n_in: int) -> np.ndarray:
-    """(n_out, n_in) linear interpolation weights: upsampling a coarse grid by matrix products."""
-    pos = np.linspace(0, n_in - 1, n_out)
-    lo = np.minimum(np.floor(pos).astype(int), n_in - 2)
-    frac = pos - lo
-    m = np.zeros((n_out, n_in), np.float32)
-    m[np.arange(n_out), lo] = 1 - frac
-    m[np.arange(n_out), lo + 1] = frac
-    return m
-
-
 def _value_noise(rng, size: int, cells: int, channels: int) -> np.ndarray:
     """Smooth random field [size, size, channels] in [0, 1] from a cells x cells grid."""
     coarse = rng.random((channels, cells, cells), dtype=np.float32)
-    m = _interp_matrix(size, cells)
-    return np.moveaxis(m @ coarse @ m.T, 0, -1)
+    # Pillow's bilinear upsampling: single-threaded C, no BLAS thread pool to wake per image
+    up = [np.asarray(Image.fromarray(c).resize((size, size), Image.BILINEAR)) for c in coarse]
+    return np.stack(up, -1)
 
 
 @functools.lru_cache(maxsize=4)
@@ -247,6 +237,12 @@ def _pattern(pattern: str, u: np.ndarray, v: np.ndarray, period: float, phase) -
     raise ValueError(f"unknown pattern {pattern!r}")
 
 
+def _sum2x2(a: np.ndarray) -> np.ndarray:
+    """Sum of each 2x2 block of a bool array [2n, 2n] -> float32 [n, n] (supersampling)."""
+    a = a.view(np.uint8)
+    return (a[0::2, 0::2] + a[1::2, 0::2] + a[0::2, 1::2] + a[1::2, 1::2]).astype(np.float32)
+
+
 @dataclass
 class _Item:
     shape: str
@@ -283,9 +279,9 @@ class _Item:
         inside = _shape_mask(self.shape, u, v)
         c, s = math.cos(self.pattern_angle), math.sin(self.pattern_angle)
         pat = _pattern(self.pattern, u * c + v * s, -u * s + v * c, self.period, self.phase)
-        count = inside.reshape(n, 2, n, 2).sum((1, 3), dtype=np.float32)
+        count = _sum2x2(inside)
         cov = count * 0.25
-        pw = (inside & pat).reshape(n, 2, n, 2).sum((1, 3), dtype=np.float32) / np.maximum(count, 1)
+        pw = _sum2x2(inside & pat) / np.maximum(count, 1)
         base, fg = self.colours
         shade = 1 + self.shade[0] * (u[::2, ::2] * math.cos(self.shade[1]) + v[::2, ::2] * math.sin(self.shade[1]))
         col = base + (fg - base) * pw[..., None]
@@ -359,7 +355,7 @@ def render_image(cfg: SynthConfig, rng: np.random.Generator):
                 continue
             iy, ix, wy, wx = win
             vis = full[wy, wx] & ~covered[iy, ix]
-            if item.category_id == 0 or vis.sum() >= cfg.min_visible * max(int(full.sum()), 1):
+            if item.category_id == 0 or np.count_nonzero(vis) >= cfg.min_visible * max(np.count_nonzero(full), 1):
                 break
         else:
             continue  # an object that cannot stay visible enough is not drawn at all
@@ -368,7 +364,7 @@ def render_image(cfg: SynthConfig, rng: np.random.Generator):
         if item.category_id:
             m = np.zeros((s, s), bool)
             m[iy, ix] = vis
-            visible[id(item)] = (m, float(vis.sum()) / max(int(full.sum()), 1))
+            visible[id(item)] = (m, np.count_nonzero(vis) / max(np.count_nonzero(full), 1))
         covered[iy, ix] |= full[wy, wx]
         kept.append(item)
 
