@@ -58,7 +58,9 @@ def test_resize_keeps_aspect_and_scales_boxes_exactly(case, min_size, max_size):
         assert max(h, w) * min_size / min(h, w) > max_size - 0.5
     else:
         assert min(nh, nw) == min_size
-    assert abs(nh / nw - h / w) <= 1 / min(nh, nw) + 1 / min(h, w)  # aspect kept up to rounding
+    # aspect kept: both sides are one scale factor times the original, up to rounding to pixels
+    scale = min_size / min(h, w) if max_size is None else min(min_size / min(h, w), max_size / max(h, w))
+    assert abs(nh - max(h * scale, 1)) <= 0.5 + 1e-9 and abs(nw - max(w * scale, 1)) <= 0.5 + 1e-9  # >= 1 px
     sx, sy = nw / w, nh / h
     expected = torch.tensor([[box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy]])
     torch.testing.assert_close(t["boxes"], expected)
