@@ -7,9 +7,10 @@ BIN := $(VENV)/bin
 # The torch nasx is built against. torch >= 2.4 works; this pair is the tested one.
 TORCH_PKGS ?= torch==2.14.1 torchvision==0.29.1
 BUILD_PKGS := numpy pybind11 scikit-build-core 'cmake>=4' ninja
+# nasx's runtime dependencies beyond torch and numpy (pyproject.toml `dependencies`).
+RUNTIME_PKGS := matplotlib pycocotools Pillow
+# Test and benchmark peers only; nasx never imports them.
 TEST_PKGS := pytest hypothesis moocore pymoo
-# Runtime dependencies of nasx beyond torch (pyproject.toml), installed with the build.
-RUNTIME_PKGS := matplotlib
 DEPS := $(VENV)/.nasx-deps
 
 # A second environment with the CPU-only torch build, to prove nasx builds without CUDA.
@@ -39,6 +40,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_pareto.py
 	$(BIN)/python benchmarks/bench_targets.py
 	$(BIN)/python benchmarks/bench_conv_ops.py
+	$(BIN)/python benchmarks/bench_data.py
 
 test-cpu-torch:
 	@test -x $(CPU_VENV)/bin/python || $(PYTHON) -m venv $(CPU_VENV)

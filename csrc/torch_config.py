@@ -18,22 +18,18 @@ def cmake_list(items):
 
 
 def default_arch_list():
-    """TORCH_CUDA_ARCH_LIST if set, else the visible GPUs, else a portable list."""
+    """TORCH_CUDA_ARCH_LIST if set, else the visible GPUs, else Ampere-to-Hopper plus PTX."""
     env = os.environ.get("TORCH_CUDA_ARCH_LIST", "").strip()
     if env:
         return env
     if torch.version.cuda and torch.cuda.is_available():
         caps = {torch.cuda.get_device_capability(i) for i in range(torch.cuda.device_count())}
         return ";".join(f"{a}.{b}" for a, b in sorted(caps))
-    # What torch itself was built for, newest with PTX so future GPUs can JIT it.
-    archs = [a for a in torch.cuda.get_arch_list() if a.startswith("sm_")] if torch.version.cuda else []
-    if not archs:
-        return "7.5;8.0;8.6;9.0+PTX"
-    caps = sorted({int(a[3:].rstrip("a").rstrip("f")) for a in archs})
-    caps = [c for c in caps if c >= 70]
-    out = [f"{c // 10}.{c % 10}" for c in caps]
-    out[-1] += "+PTX"
-    return ";".join(out)
+    # No GPU to ask: sm_80 code runs on every Ampere/Ada GPU (8.x), sm_90 on Hopper,
+    # and sm_90 PTX is compiled by the driver for anything newer. Two targets instead
+    # of torch's whole list keep a CPU-only machine's build to minutes; set
+    # TORCH_CUDA_ARCH_LIST for other GPUs (e.g. "7.5" for Turing).
+    return "8.0;9.0+PTX"
 
 
 site = os.path.dirname(os.path.dirname(torch.__file__))

@@ -1,0 +1,1 @@
+"""Subcommands of the ``nasx`` command line, one module each (see ``nasx.cli``)."""
