@@ -9,13 +9,12 @@ from 1k to 100k boxes.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 
 import torch
 
 import nasx
-from harness import compare, print_table, write_results
+from harness import compare, run_benchmark
 
 try:
     import torchvision.ops as tv
@@ -89,26 +88,8 @@ def cuda_rows(quick: bool) -> list:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="fewer sizes and repeats")
-    p.add_argument("--device", choices=["cpu", "cuda", "all"], default="all")
-    p.add_argument("--no-write", action="store_true", help="print only; do not update benchmarks/results/")
-    args = p.parse_args(argv)
-    missed = []
-    devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
-    for device in devices:
-        if device == "cuda" and not (torch.cuda.is_available() and nasx.cuda_enabled()):
-            if args.device == "cuda":
-                sys.exit("no CUDA GPU (or nasx was built without CUDA kernels)")
-            continue
-        rows = cpu_rows(args.quick) if device == "cpu" else cuda_rows(args.quick)
-        print_table(f"nasx vs torchvision.ops on {device} (torch {torch.__version__})", rows)
-        if not args.no_write:
-            print(f"results: {write_results('boxes' + ('-quick' if args.quick else ''), device, rows)}")
-        missed += [r for r in rows if r.met is False]
-    if missed:
-        print(f"\n{len(missed)} speed goal(s) missed on this run: " + ", ".join(f"{r.op} {r.case}" for r in missed))
-    return 0
+    return run_benchmark("boxes", "nasx vs torchvision.ops",
+                         lambda device, quick: cpu_rows(quick) if device == "cpu" else cuda_rows(quick), __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ CPU roi_align (512 RoIs, 256 channels) >= 1.5x; CPU deform_conv2d at 2 x 64 x 64
 """
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -22,7 +21,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch  # noqa: E402
 
 import nasx  # noqa: E402
-from harness import compare, print_table, write_results  # noqa: E402
+from harness import compare, run_benchmark  # noqa: E402
 
 try:
     import torchvision.ops as tv
@@ -103,29 +102,15 @@ def rows_for(device, quick):
     return rows
 
 
+def rows_with_policy(device, quick):
+    rows = rows_for(device, quick)
+    for r in rows:
+        r.extra["omp_wait_policy"] = os.environ["OMP_WAIT_POLICY"]
+    return rows
+
+
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="fewer repeats")
-    p.add_argument("--device", choices=["cpu", "cuda", "all"], default="all")
-    p.add_argument("--no-write", action="store_true", help="print only; do not update benchmarks/results/")
-    args = p.parse_args(argv)
-    missed = []
-    devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
-    for device in devices:
-        if device == "cuda" and not (torch.cuda.is_available() and nasx.cuda_enabled()):
-            if args.device == "cuda":
-                sys.exit("no CUDA GPU (or nasx was built without CUDA kernels)")
-            continue
-        rows = rows_for(device, args.quick)
-        for r in rows:
-            r.extra["omp_wait_policy"] = os.environ["OMP_WAIT_POLICY"]
-        print_table(f"nasx vs torchvision.ops on {device} (torch {torch.__version__})", rows)
-        if not args.no_write:
-            print(f"results: {write_results('conv_ops' + ('-quick' if args.quick else ''), device, rows)}")
-        missed += [r for r in rows if r.met is False]
-    if missed:
-        print(f"\n{len(missed)} speed goal(s) missed on this run: " + ", ".join(f"{r.op} {r.case}" for r in missed))
-    return 0
+    return run_benchmark("conv_ops", "nasx vs torchvision.ops", rows_with_policy, __doc__, argv)
 
 
 if __name__ == "__main__":

@@ -11,14 +11,13 @@ timed on a slice it can finish). Every result is checked against the peer first.
 """
 from __future__ import annotations
 
-import argparse
 import sys
 
 import numpy as np
 import torch
 
 import nasx
-from harness import compare, median_time, print_table, Row, write_results
+from harness import Row, compare, median_time, run_benchmark
 from nasx.ops import _reference as ref
 
 try:
@@ -127,34 +126,22 @@ def cuda_rows(quick: bool) -> list:
     return rows
 
 
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="fewer sizes and repeats")
-    p.add_argument("--device", choices=["cpu", "cuda", "all"], default="all")
-    p.add_argument("--no-write", action="store_true", help="print only; do not update benchmarks/results/")
-    args = p.parse_args(argv)
-    devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
+def absolute_goals(rows: list) -> list:
+    """Goals stated in milliseconds (no peer can run the case): print them, return the missed."""
     missed = []
-    for device in devices:
-        if device == "cuda" and not (torch.cuda.is_available() and nasx.cuda_enabled()):
-            if args.device == "cuda":
-                sys.exit("no CUDA GPU (or nasx was built without CUDA kernels)")
-            continue
-        rows = cpu_rows(args.quick) if device == "cpu" else cuda_rows(args.quick)
-        print_table(f"nasx Pareto ops vs moocore {moocore.__version__} / pymoo on {device} (torch {torch.__version__})",
-                    rows)
-        for r in rows:
-            if "goal_ms" in r.extra:
-                ok = r.nasx_ms < r.extra["goal_ms"]
-                print(f"{r.op} {r.case}: {r.nasx_ms:.0f} ms, goal < {r.extra['goal_ms']} ms {'met' if ok else 'MISSED'}")
-                if not ok:
-                    missed.append(r)
-        if not args.no_write:
-            print(f"results: {write_results('pareto' + ('-quick' if args.quick else ''), device, rows)}")
-        missed += [r for r in rows if r.met is False]
-    if missed:
-        print(f"\n{len(missed)} speed goal(s) missed on this run: " + ", ".join(f"{r.op} {r.case}" for r in missed))
-    return 0
+    for r in rows:
+        if "goal_ms" in r.extra:
+            ok = r.nasx_ms < r.extra["goal_ms"]
+            print(f"{r.op} {r.case}: {r.nasx_ms:.0f} ms, goal < {r.extra['goal_ms']} ms {'met' if ok else 'MISSED'}")
+            if not ok:
+                missed.append(r)
+    return missed
+
+
+def main(argv=None) -> int:
+    return run_benchmark("pareto", f"nasx Pareto ops vs moocore {moocore.__version__} / pymoo",
+                         lambda device, quick: cpu_rows(quick) if device == "cpu" else cuda_rows(quick), __doc__, argv,
+                         check=absolute_goals)
 
 
 if __name__ == "__main__":

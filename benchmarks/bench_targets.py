@@ -13,14 +13,13 @@ sigmoid_focal_loss fwd+bwd >= 2x at 20k x 80; CUDA fcos_targets >= 10x.
 """
 from __future__ import annotations
 
-import argparse
 import math
 import sys
 
 import torch
 
 import nasx
-from harness import compare, print_table, write_results
+from harness import compare, run_benchmark
 
 INF = float("inf")
 
@@ -199,30 +198,11 @@ def rows_for(device: str, quick: bool) -> list:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="fewer repeats")
-    p.add_argument("--device", choices=["cpu", "cuda", "all"], default="all")
-    p.add_argument("--no-write", action="store_true", help="print only; do not update benchmarks/results/")
-    args = p.parse_args(argv)
     try:
         import torchvision  # noqa: F401
     except ImportError:  # pragma: no cover
         sys.exit("bench_targets compares against torchvision: pip install torchvision")
-    missed = []
-    devices = ["cpu", "cuda"] if args.device == "all" else [args.device]
-    for device in devices:
-        if device == "cuda" and not (torch.cuda.is_available() and nasx.cuda_enabled()):
-            if args.device == "cuda":
-                sys.exit("no CUDA GPU (or nasx was built without CUDA kernels)")
-            continue
-        rows = rows_for(device, args.quick)
-        print_table(f"nasx target assignment and focal loss vs peers on {device} (torch {torch.__version__})", rows)
-        if not args.no_write:
-            print(f"results: {write_results('targets' + ('-quick' if args.quick else ''), device, rows)}")
-        missed += [r for r in rows if r.met is False]
-    if missed:
-        print(f"\n{len(missed)} speed goal(s) missed on this run: " + ", ".join(f"{r.op} {r.case}" for r in missed))
-    return 0
+    return run_benchmark("targets", "nasx target assignment and focal loss vs peers", rows_for, __doc__, argv)
 
 
 if __name__ == "__main__":

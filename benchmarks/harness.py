@@ -116,3 +116,37 @@ def write_results(name: str, device: str, rows: list[Row], out: Path | None = No
     tmp.write_text(json.dumps(record, indent=2) + "\n")
     tmp.replace(out)
     return out
+
+
+def run_benchmark(name: str, title: str, rows_for: Callable[[str, bool], list[Row]], doc: str | None,
+                  argv=None, check: Callable[[list[Row]], list[Row]] | None = None) -> int:
+    """The command line every bench_*.py shares: ``--quick``, ``--device cpu|cuda|all``,
+    ``--no-write``. For each device, ``rows_for(device, quick)`` measures; the rows are
+    printed as a table and written to ``results/<name>-<device>.json``; ``check(rows)``
+    may print further goals and return the rows that missed them."""
+    import argparse
+    import sys
+
+    import nasx
+
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="fewer sizes and repeats")
+    p.add_argument("--device", choices=["cpu", "cuda", "all"], default="all")
+    p.add_argument("--no-write", action="store_true", help="print only; do not update benchmarks/results/")
+    args = p.parse_args(argv)
+    missed: list[Row] = []
+    for device in ["cpu", "cuda"] if args.device == "all" else [args.device]:
+        if device == "cuda" and not (torch.cuda.is_available() and nasx.cuda_enabled()):
+            if args.device == "cuda":
+                sys.exit("no CUDA GPU (or nasx was built without CUDA kernels)")
+            continue
+        rows = rows_for(device, args.quick)
+        print_table(f"{title} on {device} (torch {torch.__version__})", rows)
+        if check is not None:
+            missed += check(rows)
+        if not args.no_write:
+            print(f"results: {write_results(name + ('-quick' if args.quick else ''), device, rows)}")
+        missed += [r for r in rows if r.met is False]
+    if missed:
+        print(f"\n{len(missed)} speed goal(s) missed on this run: " + ", ".join(f"{r.op} {r.case}" for r in missed))
+    return 0
