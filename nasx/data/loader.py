@@ -21,14 +21,17 @@ __all__ = ["build_loader", "SeededSampler", "SeededDataset"]
 
 class SeededSampler(Sampler):
     """Yields ``(index, sample_seed)`` for one epoch; the epoch advances on every pass
-    unless :meth:`set_epoch` fixes it (to resume a run)."""
+    unless :meth:`set_epoch` fixes it (to resume a run, also in the middle of an epoch)."""
 
     def __init__(self, length: int, shuffle: bool, seed: int = 0):
         self.length, self.shuffle, self.seed = length, shuffle, int(seed)
         self.epoch = 0
+        self.start = 0
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """The next pass is epoch ``epoch`` from its ``start``-th sample on (same order and
+        sample seeds as an uninterrupted pass)."""
+        self.epoch, self.start = int(epoch), int(start)
 
     def __len__(self) -> int:
         return self.length
@@ -38,7 +41,8 @@ class SeededSampler(Sampler):
         self.epoch += 1
         order = torch.randperm(self.length, generator=g) if self.shuffle else torch.arange(self.length)
         seeds = torch.randint(0, 2**62, (self.length,), generator=g)
-        return iter(zip(order.tolist(), seeds.tolist()))
+        start, self.start = self.start, 0
+        return iter(zip(order.tolist()[start:], seeds.tolist()[start:]))
 
 
 class SeededDataset(Dataset):

@@ -17,7 +17,7 @@ from torch import Tensor
 
 __all__ = [
     "Compose", "Resize", "RandomResize", "RandomHorizontalFlip", "ToFloat", "Normalize",
-    "resize", "hflip", "resized_shape", "IMAGENET_MEAN", "IMAGENET_STD",
+    "resize", "hflip", "resized_shape", "IMAGENET_MEAN", "IMAGENET_STD", "detection_transforms",
 ]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -147,3 +147,14 @@ class Normalize:
 
     def __repr__(self) -> str:
         return f"Normalize(mean={self.mean}, std={self.std})"
+
+
+def detection_transforms(train: bool, min_size: int, max_size: Optional[int] = None,
+                         jitter: Sequence[float] = (0.8, 1.0, 1.2)) -> Compose:
+    """The usual recipe: for training, scale jitter around ``min_size`` (factors ``jitter``)
+    and a horizontal flip; for evaluation, a plain resize; then ImageNet normalisation."""
+    if train:
+        sizes = sorted({max(int(round(min_size * f)), 1) for f in jitter})
+        cap = None if max_size is None else max(max_size, max(sizes))
+        return Compose([RandomResize(sizes, cap), RandomHorizontalFlip(), Normalize()])
+    return Compose([Resize(min_size, max_size), Normalize()])

@@ -1,0 +1,45 @@
+"""SGD with the usual detection recipe: no weight decay on norms, biases and scalar scales;
+linear warm-up then cosine decay, as a per-step learning-rate factor."""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+__all__ = ["param_groups", "build_sgd", "warmup_cosine"]
+
+_NO_DECAY_TYPES = (nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm, nn.SyncBatchNorm)
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Two groups: weights of convs/linears (decayed) and everything else (norm affine, biases,
+    0-d and 1-d parameters such as FCOS's per-level scales), not decayed."""
+    decay, no_decay, seen = [], [], set()
+    for module in model.modules():
+        for name, p in module.named_parameters(recurse=False):
+            if not p.requires_grad or id(p) in seen:
+                continue
+            seen.add(id(p))
+            if isinstance(module, _NO_DECAY_TYPES) or name == "bias" or p.dim() <= 1:
+                no_decay.append(p)
+            else:
+                decay.append(p)
+    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_sgd(model: nn.Module, *, lr: float, momentum: float = 0.9, weight_decay: float = 1e-4) -> torch.optim.SGD:
+    if lr <= 0:
+        raise ValueError(f"build_sgd: expected lr > 0, got {lr}")
+    return torch.optim.SGD(param_groups(model, weight_decay), lr=lr, momentum=momentum)
+
+
+def warmup_cosine(step: int, total_steps: int, warmup_steps: int, warmup_factor: float = 0.001,
+                  final_factor: float = 0.0) -> float:
+    """Learning-rate factor at ``step`` (0-based): linear from ``warmup_factor`` to 1 over
+    ``warmup_steps``, then a half cosine from 1 down to ``final_factor`` at ``total_steps``."""
+    if warmup_steps > 0 and step < warmup_steps:
+        return warmup_factor + (1 - warmup_factor) * step / warmup_steps
+    span = max(total_steps - warmup_steps, 1)
+    t = min(max(step - warmup_steps, 0) / span, 1.0)
+    return final_factor + (1 - final_factor) * 0.5 * (1 + math.cos(math.pi * t))
