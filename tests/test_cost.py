@@ -83,9 +83,9 @@ def _resnet50_macs(size: int) -> int:
 
 def test_torchvision_resnet50_macs():
     models = pytest.importorskip("torchvision.models")
-    torch.manual_seed(0)
-    model = models.resnet50()
-    macs = count_macs(model, torch.randn(1, 3, 224, 224)).total
+    with torch.device("meta"):  # shapes are all the count needs
+        model = models.resnet50()
+    macs = count_macs(model, torch.empty(1, 3, 224, 224, device="meta")).total
     assert macs == _resnet50_macs(224)
     assert abs(macs / 4.09e9 - 1) < 0.01  # the published 4.1 GMACs
 

@@ -31,6 +31,15 @@ def batch():
 DETECTORS = ["retinanet", "ssdlite"]
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Tiny convs: threads only add contention on a shared machine.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.mark.parametrize("name", DETECTORS)
 def test_train_losses_finite_and_backward(name):
     model = tiny(name).train()
@@ -74,14 +83,14 @@ def test_eval_outputs_follow_the_contract(name):
 def test_a_few_steps_reduce_the_loss(name):
     model = tiny(name).train()
     images, sizes, targets = batch()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     history = []
-    for _ in range(12):
+    for _ in range(8):
         loss = sum(model(images, sizes, targets).values())
         opt.zero_grad()
         loss.backward()
         opt.step()
-        history.append(float(loss))
+        history.append(loss.item())
     assert history[-1] < 0.7 * history[0], history
 
 

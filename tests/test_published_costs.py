@@ -41,11 +41,10 @@ def test_fcos_resnet50_matches_nas_fcos_table2():
 
 
 def test_retinanet_resnet50_params():
-    # P6 from C5 (the RetinaNet paper; mmdetection's 37.74M R-50 RetinaNet): 37.97M.
+    # P6 from C5, as in the RetinaNet paper: 37.97M.
     model = _build("retinanet", backbone="resnet50", num_classes=80)
     assert 37.7e6 <= count_params(model) <= 38.0e6
-    # P6 from P5 is torchvision's retinanet_resnet50_fpn (34.01M: its 34.0M counts the frozen-BN
-    # statistics of the backbone too, which are buffers here and in nasx's trainable BN).
+    # P6 from P5 is torchvision's retinanet_resnet50_fpn (34.0M with 91 classes; see below).
     p5 = _build("retinanet", backbone="resnet50", num_classes=80, extra_from="p5")
     assert count_params(model) - count_params(p5) == (2048 - 256) * 256 * 9
 
@@ -53,7 +52,7 @@ def test_retinanet_resnet50_params():
 def test_retinanet_matches_torchvision_when_p6_comes_from_p5():
     detection = pytest.importorskip("torchvision.models.detection")
     tv = detection.retinanet_resnet50_fpn(weights=None, weights_backbone=None, num_classes=80)
-    # torchvision's frozen BN keeps weight/bias/mean/var as buffers; its trunk has no fc.
+    # torchvision's frozen BN keeps its weight and bias as buffers, nasx's BN as parameters.
     frozen_bn = sum(b.numel() for n, b in tv.backbone.body.named_buffers() if n.endswith(("weight", "bias")))
     ours = _build("retinanet", backbone="resnet50", num_classes=80, extra_from="p5")
     assert count_params(ours) == count_params(tv) + frozen_bn
