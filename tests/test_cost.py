@@ -1,5 +1,6 @@
 import pytest
 import torch
+from conftest import needs_cuda
 from torch import nn
 
 from nasx.evaluate import count_macs, count_params, measure_latency
@@ -121,3 +122,11 @@ def test_measure_latency_reports_positive_times():
     assert model.training
     with pytest.raises(ValueError, match="repeats"):
         measure_latency(model, torch.randn(1, 3, 8, 8), repeats=0)
+
+
+@needs_cuda
+def test_measure_latency_on_cuda():
+    model = nn.Conv2d(3, 8, 3)
+    report = measure_latency(model, torch.randn(1, 3, 64, 64), device="cuda", warmup=2, repeats=5)
+    assert report.device == "cuda" and report.median_ms > 0
+    assert next(model.parameters()).is_cuda

@@ -2,6 +2,7 @@ import math
 
 import pytest
 import torch
+from conftest import needs_cuda
 
 from nasx.models.detectors import AnchorGenerator, BoxCoder, DefaultBoxGenerator, RetinaNet, SSDLite
 from nasx.spaces.detectors import build_detector
@@ -167,3 +168,16 @@ def test_ssdlite_taps_the_expansion_of_the_first_stride32_block():
     assert plain.backbone.channels == {"c4": 24, "c5": 64}
     with pytest.raises(ValueError, match="ssdlite has no FPN"):
         build_detector("ssdlite", backbone=TINY_MBCONV, num_classes=3, fpn_channels=128)
+
+
+@needs_cuda
+@pytest.mark.parametrize("name", DETECTORS)
+def test_cuda_train_and_eval(name):
+    model = tiny(name).cuda().train()
+    images, sizes, targets = batch()
+    targets = [{k: v.cuda() for k, v in t.items()} for t in targets]
+    losses = model(images.cuda(), sizes, targets)
+    sum(losses.values()).backward()
+    assert all(torch.isfinite(v) for v in losses.values())
+    out = model.eval()(images.cuda(), sizes)
+    assert out[0]["boxes"].is_cuda and out[0]["labels"].dtype == torch.int64
