@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 
 __all__ = ["main", "build_parser", "COMMANDS"]
 
-COMMANDS = ("nasx.commands.data",)
+COMMANDS = ("nasx.commands.data", "nasx.commands.info")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -10,14 +10,19 @@ from typing import Callable
 
 from torch import nn
 
+from nasx.models.detectors.anchors import AnchorGenerator, DefaultBoxGenerator
 from nasx.models.detectors.fcos import FCOS
+from nasx.models.detectors.retinanet import RetinaNet
+from nasx.models.detectors.ssdlite import SSDLite, SSDLiteFeatures
 from nasx.models.heads.fcos_head import FCOSHead
-from nasx.models.necks import FPN
+from nasx.models.heads.retina_head import RetinaHead
+from nasx.models.heads.ssdlite_head import SSDLiteHead
+from nasx.models.necks import FPN, SSDLiteExtra
 from nasx.spaces.errors import EncodingError
 from nasx.spaces.mbconv import MBConvEncoding
 from nasx.spaces.residual import ResidualEncoding
 
-__all__ = ["DETECTORS", "build_backbone", "build_detector", "build_fcos"]
+__all__ = ["DETECTORS", "build_backbone", "build_detector", "build_fcos", "build_retinanet", "build_ssdlite"]
 
 
 def build_backbone(encoding: str, *, norm: str = "bn", out_features=("c3", "c4", "c5")) -> nn.Module:
@@ -46,7 +51,50 @@ def build_fcos(*, backbone: str, num_classes: int, fpn_channels: int = 256, norm
     return FCOS(backbone=trunk, neck=neck, head=head, num_classes=num_classes, **kwargs)
 
 
-DETECTORS: dict[str, Callable[..., nn.Module]] = {"fcos": build_fcos}
+def build_retinanet(*, backbone: str, num_classes: int, fpn_channels: int = 256, norm: str = "bn",
+                    head_norm: str | None = None, head_convs: int = 4, extra_from: str = "c5",
+                    **kwargs) -> RetinaNet:
+    """RetinaNet with an FPN (P3-P5 from C3-C5, P6 from ``extra_from``: C5 as in the paper, or P5),
+    9 anchors per location (3 scales x 3 aspect ratios, sizes 32-512) and the 4-conv head
+    (no norm as in the paper; ``head_norm="gn"`` for the GN variant).
+
+    With ``resnet50`` and 80 classes: 37.97M parameters with P6 from C5, as in the paper. torchvision's ``retinanet_resnet50_fpn`` (34.0M with 91 classes) takes P6
+    from P5 and freezes the backbone's BN into buffers; ``extra_from="p5"`` builds it parameter for
+    parameter otherwise. Other keyword arguments go to :class:`RetinaNet` (``reg_loss="giou"``, thresholds).
+    """
+    trunk = build_backbone(backbone, norm=norm)
+    neck = FPN(in_channels={n: trunk.channels[n] for n in ("c3", "c4", "c5")}, out_channels=fpn_channels,
+               extra_levels=2, extra_from=extra_from)
+    anchors = AnchorGenerator()
+    head = RetinaHead(in_channels=fpn_channels, num_anchors=anchors.num_anchors, num_classes=num_classes,
+                      num_convs=head_convs, norm=head_norm)
+    return RetinaNet(backbone=trunk, neck=neck, head=head, anchor_generator=anchors, num_classes=num_classes,
+                     **kwargs)
+
+
+def build_ssdlite(*, backbone: str = "mobilenet_v2", num_classes: int, norm: str = "bn",
+                  extra_channels: tuple[int, ...] = (512, 256, 256, 128), tap_expansion: bool = True,
+                  fpn_channels: int | None = None, **kwargs) -> SSDLite:
+    """SSDLite: the backbone's stride-16 map (the expansion of the first stride-32 block, see
+    :class:`SSDLiteFeatures`) and stride-32 map, 4 extra maps, 3 + 5 x 6 default boxes per location.
+
+    With ``mobilenet_v2`` the paper's SSDLite: 4.50M parameters and 0.80 GMACs at 320 x 320 for COCO's
+    90 classes (the paper: 4.3M and 0.8B; the released TF model: 4.475M), 4.34M for 80. ``fpn_channels`` exists only to give a clear error: SSDLite has no FPN.
+    Other keyword arguments go to :class:`SSDLite`.
+    """
+    if fpn_channels is not None:
+        raise ValueError(f"ssdlite has no FPN, so fpn_channels does not apply (got {fpn_channels})")
+    trunk = build_backbone(backbone, norm=norm, out_features=("c4", "c5"))
+    features = SSDLiteFeatures(backbone=trunk, tap_expansion=tap_expansion)
+    neck = SSDLiteExtra(in_channels=features.channels, channels=extra_channels, norm=norm)
+    boxes = DefaultBoxGenerator(num_levels=len(neck.out_channels))
+    head = SSDLiteHead(in_channels=list(neck.out_channels.values()), num_anchors=boxes.num_anchors,
+                       num_classes=num_classes, norm=norm)
+    return SSDLite(backbone=features, neck=neck, head=head, box_generator=boxes, num_classes=num_classes, **kwargs)
+
+
+DETECTORS: dict[str, Callable[..., nn.Module]] = {"fcos": build_fcos, "retinanet": build_retinanet,
+                                                  "ssdlite": build_ssdlite}
 
 
 def build_detector(name: str, **kwargs) -> nn.Module:

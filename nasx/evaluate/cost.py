@@ -1,0 +1,219 @@
+"""Model cost: parameter count, multiply-accumulates (MACs) and latency.
+
+MACs are measured, not derived from a config: one real forward pass with forward
+hooks on the modules that do the arithmetic, so a head shared across pyramid levels
+is counted once per call and any input size is exact. Like the NAS papers (and the
+"FLOPs" columns of NAS-FCOS, SM-NAS, SSDLite, which are multiply-adds), only
+convolutions and linear layers count: normalisation, activations, additions,
+pooling, up-sampling and the post-processing cost nothing here; biases are not counted.
+
+Per call of a counted module (N batch, out_elems = numel of the output):
+
+- ``nn.Conv1d/2d/3d`` (``WSConv2d`` included, its weight standardisation not counted):
+  ``out_elems * (C_in / groups) * prod(kernel)``; depthwise is ``groups = C_in``.
+- ``nn.ConvTranspose*d``: ``in_elems * (C_out / groups) * prod(kernel)`` (every input
+  element is scattered through the kernel).
+- ``nn.Linear``: ``out_elems * in_features``.
+- ``nasx.ops.DeformConv2d``: the convolution's MACs as a plain conv with its weight, plus
+  the bilinear sampling: each of the ``N * C_in * K * H_out * W_out`` sampled values
+  (K = kh * kw) is a weighted sum of 4 neighbours (4 MACs), and one more multiply by
+  the mask when modulated. Its offset-predicting conv is an ``nn.Conv2d`` child and is
+  counted as such.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import statistics
+import time
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+
+from nasx.ops import DeformConv2d
+
+__all__ = ["LatencyReport", "MacsReport", "count_detector_macs", "count_macs", "count_params", "measure_latency"]
+
+
+def count_params(module: nn.Module, *, trainable_only: bool = False) -> int:
+    """Number of parameters of ``module`` (shared parameters once); with
+    ``trainable_only`` only those with ``requires_grad``."""
+    return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+@dataclass
+class MacsReport:
+    """MACs of one forward pass.
+
+    Attributes:
+        total: all counted MACs.
+        per_module: qualified module name -> MACs summed over its calls (only modules that count).
+    """
+
+    total: int
+    per_module: dict[str, int] = field(default_factory=dict)
+
+    def by_prefix(self, depth: int = 1) -> dict[str, int]:
+        """MACs grouped by the first ``depth`` components of the module names, e.g.
+        ``{"backbone": ..., "neck": ..., "head": ...}`` for a detector at depth 1.
+        The model itself (a counted module called as a whole) is ``""``."""
+        if depth < 1:
+            raise ValueError(f"by_prefix: depth must be >= 1, got {depth}")
+        out: dict[str, int] = {}
+        for name, macs in self.per_module.items():
+            key = ".".join(name.split(".")[:depth])
+            out[key] = out.get(key, 0) + macs
+        return out
+
+
+def _conv_macs(module: nn.modules.conv._ConvNd, inputs, output) -> int:
+    kernel = math.prod(module.kernel_size)
+    if isinstance(module, nn.modules.conv._ConvTransposeNd):
+        return inputs[0].numel() * (module.out_channels // module.groups) * kernel
+    return output.numel() * (module.in_channels // module.groups) * kernel
+
+
+def _linear_macs(module: nn.Linear, inputs, output) -> int:
+    return output.numel() * module.in_features
+
+
+def _deform_macs(module: DeformConv2d, inputs, output) -> int:
+    weight = module.weight  # (C_out, C_in / G, kh, kw)
+    kernel = weight.shape[2] * weight.shape[3]
+    conv = output.numel() * weight.shape[1] * kernel
+    n, _, h_out, w_out = output.shape
+    c_in = inputs[0].shape[1]
+    sampling = n * c_in * kernel * h_out * w_out * (5 if module.modulated else 4)
+    return conv + sampling
+
+
+def _macs_rule(module: nn.Module):
+    if isinstance(module, DeformConv2d):
+        return _deform_macs
+    if isinstance(module, nn.modules.conv._ConvNd):
+        return _conv_macs
+    if isinstance(module, nn.Linear):
+        return _linear_macs
+    return None
+
+
+def count_macs(model: nn.Module, *inputs, **kwargs) -> MacsReport:
+    """Multiply-accumulates of ``model(*inputs, **kwargs)``, measured in eval mode under
+    ``torch.no_grad`` (the model's training flag and hooks are restored afterwards).
+
+    The count covers the whole call, batch included: pass a batch of one for the
+    per-image figure the papers report.
+    """
+    per_module: dict[str, int] = {}
+    handles = []
+
+    def make_hook(name, rule):
+        def hook(module, args, output):
+            per_module[name] = per_module.get(name, 0) + int(rule(module, args, output))
+
+        return hook
+
+    for name, module in model.named_modules():
+        rule = _macs_rule(module)
+        if rule is not None:
+            handles.append(module.register_forward_hook(make_hook(name, rule)))
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(*inputs, **kwargs)
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    return MacsReport(total=sum(per_module.values()), per_module=per_module)
+
+
+class _DenseDetector(nn.Module):
+    """A detector's backbone -> neck -> head, without decoding and NMS. The children keep
+    their names, so the per-module names are the detector's own."""
+
+    def __init__(self, detector: nn.Module):
+        super().__init__()
+        self.backbone, self.neck, self.head = detector.backbone, detector.neck, detector.head
+
+    def forward(self, images: torch.Tensor):
+        return self.head(list(self.neck(self.backbone(images)).values()))
+
+
+def count_detector_macs(detector: nn.Module, image_size: tuple[int, int], *, batch: int = 1) -> MacsReport:
+    """MACs of a dense detector (``backbone``, ``neck`` returning a dict of levels, ``head`` taking
+    their list: FCOS, RetinaNet, SSDLite) on a ``batch`` of ``image_size`` (H, W) images.
+
+    The pass runs on a copy of the detector on the ``meta`` device: shapes only, no memory and
+    no arithmetic, so an 800 x 1088 ResNet-50 detector takes milliseconds. Decoding and NMS
+    are not counted (they are not multiply-accumulates of layers), so nothing of the
+    post-processing has to run. ``by_prefix()`` splits the total into backbone / neck / head.
+    """
+    missing = [n for n in ("backbone", "neck", "head") if not isinstance(getattr(detector, n, None), nn.Module)]
+    if missing:
+        raise ValueError(f"count_detector_macs: expected a detector with backbone, neck and head modules; "
+                         f"{type(detector).__name__} lacks {missing}")
+    h, w = (int(v) for v in image_size)
+    if h < 1 or w < 1 or batch < 1:
+        raise ValueError(f"count_detector_macs: expected a positive image size and batch, got {image_size} and {batch}")
+    dense = copy.deepcopy(_DenseDetector(detector)).to("meta")
+    return count_macs(dense, torch.empty(batch, 3, h, w, device="meta"))
+
+
+@dataclass
+class LatencyReport:
+    """Wall-clock time of one forward pass, in milliseconds, over ``repeats`` timed runs."""
+
+    median_ms: float
+    iqr_ms: float  # 75th minus 25th percentile
+    min_ms: float
+    repeats: int
+    device: str
+    samples_ms: list[float] = field(default_factory=list, repr=False)
+
+
+def measure_latency(model: nn.Module, *inputs, device: str | torch.device = "cpu", warmup: int = 5,
+                    repeats: int = 20, **kwargs) -> LatencyReport:
+    """Median and interquartile range of ``model(*inputs, **kwargs)`` on ``device``, in eval
+    mode under ``torch.no_grad``, after ``warmup`` untimed runs (allocator, cuDNN autotuning).
+
+    Tensors in ``inputs`` / ``kwargs`` are moved to ``device``; the model is moved there too
+    (and stays). On CUDA each run is bracketed by ``torch.cuda.synchronize`` so the time is
+    the GPU's, not the launch queue's. Latency is per call: pass a batch of one.
+    """
+    if warmup < 0 or repeats < 1:
+        raise ValueError(f"measure_latency: expected warmup >= 0 and repeats >= 1, got {warmup} and {repeats}")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("measure_latency: device 'cuda' was asked for but torch sees no CUDA GPU")
+
+    def move(x):
+        return x.to(device) if isinstance(x, torch.Tensor) else x
+
+    inputs = tuple(move(x) for x in inputs)
+    kwargs = {k: move(v) for k, v in kwargs.items()}
+    model = model.to(device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    was_training = model.training
+    samples = []
+    try:
+        model.eval()
+        with torch.no_grad():
+            for _ in range(warmup):
+                model(*inputs, **kwargs)
+            sync()
+            for _ in range(repeats):
+                start = time.perf_counter()
+                model(*inputs, **kwargs)
+                sync()
+                samples.append((time.perf_counter() - start) * 1e3)
+    finally:
+        model.train(was_training)
+    if repeats >= 2:
+        q1, _, q3 = statistics.quantiles(samples, n=4, method="inclusive")
+    else:
+        q1 = q3 = samples[0]
+    return LatencyReport(median_ms=statistics.median(samples), iqr_ms=q3 - q1, min_ms=min(samples),
+                         repeats=repeats, device=str(device), samples_ms=samples)
