@@ -1,3 +1,4 @@
 from nasx.models.necks.fpn import FPN
+from nasx.models.necks.searched_fpn import SearchedFPN
 
-__all__ = ["FPN"]
+__all__ = ["FPN", "SearchedFPN"]
