@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from conftest import needs_cuda
 from nasx.models.detectors import FCOS
 from nasx.models.layers import OPS, Aggregation, build_op
 from nasx.models.necks import SearchedFPN
@@ -276,3 +277,18 @@ def test_other_norms_build_and_run(norm):
     neck, head = SPACE.build(NAS_FCOS_PUBLISHED, in_channels=IN_CHANNELS, num_classes=3, norm=norm)
     cls, box, ctr = head(list(neck(fake_features()).values()))
     assert [c.shape[1] for c in cls] == [3] * 5 and all((b >= 0).all() for b in box)
+
+
+@needs_cuda
+def test_published_decoder_matches_on_cuda():
+    torch.manual_seed(0)
+    neck, head = SPACE.build(NAS_FCOS_PUBLISHED, in_channels=IN_CHANNELS, num_classes=3)
+    feats = fake_features()
+    cpu = head(list(neck(feats).values()))
+    neck, head = neck.cuda(), head.cuda()
+    gpu = head(list(neck({k: v.cuda() for k, v in feats.items()}).values()))
+    for a, b in zip(cpu, gpu):
+        for x, y in zip(a, b):
+            torch.testing.assert_close(y.cpu(), x, rtol=1e-4, atol=1e-4)
+    sum(t.sum() for part in gpu for t in part).backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in head.parameters())
