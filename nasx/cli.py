@@ -14,7 +14,7 @@ from typing import Optional, Sequence
 
 __all__ = ["main", "build_parser", "COMMANDS"]
 
-COMMANDS = ("nasx.commands.data", "nasx.commands.info")
+COMMANDS = ("nasx.commands.data", "nasx.commands.info", "nasx.commands.train")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -106,6 +106,8 @@ def train(model: nn.Module, loader, config: TrainConfig, *, device="cpu", out_di
         if on_checkpoint is not None:
             on_checkpoint(step)
 
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
     log = open(out / "train_log.jsonl", "a") if out is not None else None
     model.train()
     bar = Progress(total, "train", unit="step", initial=step, enabled=progress)
@@ -136,11 +138,11 @@ def train(model: nn.Module, loader, config: TrainConfig, *, device="cpu", out_di
                 scaler.update()
                 step += 1
                 images_seen += images.shape[0]
-                last = {k: float(v) for k, v in losses.items()}
+                last = {k: float(v.detach()) for k, v in losses.items()}
                 rate = images_seen / max(time.perf_counter() - t0, 1e-9)
-                bar.update(1, loss=float(loss), lr=optimizer.param_groups[0]["lr"], img_s=rate)
+                bar.update(1, loss=float(loss.detach()), lr=optimizer.param_groups[0]["lr"], img_s=rate)
                 if log is not None and (step % 10 == 0 or step == total):
-                    log.write(json.dumps({"step": step, "loss": float(loss), **last,
+                    log.write(json.dumps({"step": step, "loss": float(loss.detach()), **last,
                                           "lr": optimizer.param_groups[0]["lr"]}) + "\n")
                     log.flush()
                 if step % config.checkpoint_every == 0 and step < total:

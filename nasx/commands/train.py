@@ -1,0 +1,124 @@
+"""``nasx train`` and ``nasx eval``: train a detector on a COCO-format dataset, score a checkpoint.
+
+The dataset directory is the layout ``nasx data synth`` writes (and COCO's):
+``DIR/train``, ``DIR/val`` and ``DIR/annotations/instances_{train,val}.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def _datasets(root: Path, size: int):
+    from nasx.data import synth_dataset
+    from nasx.data.transforms import detection_transforms
+
+    for split in ("train", "val"):
+        if not (root / "annotations" / f"instances_{split}.json").is_file():
+            raise ValueError(f"--data {root}: missing annotations/instances_{split}.json "
+                             f"(create a dataset with `nasx data synth --out {root}`)")
+    return (synth_dataset(root, "train", transforms=detection_transforms(True, size)),
+            synth_dataset(root, "val", transforms=detection_transforms(False, size)))
+
+
+def build_from_meta(meta: dict):
+    """The detector a checkpoint's ``meta["build"]`` describes."""
+    from nasx.models.detectors import FCOS_SIZE_RANGES
+    from nasx.spaces.detectors import build_detector
+
+    kw = dict(meta["build"])
+    name = kw.pop("detector")
+    scale = kw.pop("range_scale", None)
+    if name == "fcos" and scale is not None:
+        kw["size_ranges"] = [(lo * scale, hi * scale) for lo, hi in FCOS_SIZE_RANGES]
+    return build_detector(name, **kw)
+
+
+def _train(args) -> int:
+    import torch
+
+    from nasx.data import build_loader
+    from nasx.evaluate import count_params, evaluate_detector
+    from nasx.train import TrainConfig, train
+
+    torch.manual_seed(args.seed)
+    train_set, val_set = _datasets(args.data, args.size)
+    build = {"detector": args.detector, "backbone": args.backbone, "num_classes": train_set.num_classes,
+             "norm": args.norm}
+    if args.detector != "ssdlite":
+        build["fpn_channels"] = args.fpn_channels
+    if args.detector == "fcos":
+        # FCOS' regression ranges are for ~800-pixel images; scale them with the input size.
+        build["range_scale"] = min(1.0, args.size / 512)
+    meta = {"build": build, "size": args.size, "class_names": train_set.class_names}
+    model = build_from_meta(meta)
+    print(f"{args.detector} with backbone {args.backbone}: {count_params(model) / 1e6:.2f}M parameters, "
+          f"{len(train_set)} training images")
+    loader = build_loader(train_set, args.batch_size, shuffle=True, workers=args.workers, seed=args.seed,
+                          drop_last=len(train_set) >= args.batch_size)
+    config = TrainConfig(epochs=args.epochs, max_steps=args.max_steps, lr=args.lr, warmup_steps=args.warmup,
+                         checkpoint_every=args.checkpoint_every, amp=not args.no_amp)
+    result = train(model, loader, config, device=args.device, out_dir=args.out, resume=not args.restart, meta=meta)
+    print(f"trained {result['steps']} steps, {result['images_per_s']:.1f} images/s")
+    val_loader = build_loader(val_set, args.batch_size, workers=args.workers)
+    metrics = evaluate_detector(model, val_set, val_loader, device=args.device, progress=True)
+    (Path(args.out) / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    print(" ".join(f"{k}={v:.3f}" for k, v in metrics.items()))
+    return 0
+
+
+def _eval(args) -> int:
+    from nasx.data import build_loader
+    from nasx.evaluate import evaluate_detector
+    from nasx.train import load_checkpoint
+
+    state = load_checkpoint(args.checkpoint, required_keys=("model", "meta"))
+    meta = state["meta"]
+    if "build" not in meta:
+        raise ValueError(f"checkpoint {args.checkpoint} does not say how to build its model (no meta['build'])")
+    model = build_from_meta(meta)
+    model.load_state_dict(state["model"])
+    model.to(args.device)
+    _, val_set = _datasets(args.data, meta.get("size", 128))
+    loader = build_loader(val_set, args.batch_size, workers=args.workers)
+    metrics = evaluate_detector(model, val_set, loader, device=args.device, progress=True)
+    print(json.dumps(metrics) if args.json else " ".join(f"{k}={v:.3f}" for k, v in metrics.items()))
+    return 0
+
+
+def register(subparsers) -> None:
+    from nasx.models.layers import NORMS
+    from nasx.spaces.detectors import DETECTORS
+
+    p = subparsers.add_parser("train", help="train a detector on a COCO-format dataset",
+                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--data", required=True, type=Path, metavar="DIR", help="dataset root (nasx data synth layout)")
+    p.add_argument("--detector", choices=sorted(DETECTORS), default="fcos")
+    p.add_argument("--backbone", default="basicblock_16_1-21-21-21", metavar="ENCODING",
+                   help="backbone encoding or name (resnet50, mobilenet_v2, ...)")
+    p.add_argument("--norm", choices=NORMS, default="gn", help="backbone norm (gn / gn_ws train from scratch)")
+    p.add_argument("--fpn-channels", type=int, default=64, metavar="C")
+    p.add_argument("--size", type=int, default=128, help="shorter image side fed to the model")
+    p.add_argument("--epochs", type=int, default=12)
+    p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--lr", type=float, default=0.02)
+    p.add_argument("--warmup", type=int, default=100, help="warm-up steps")
+    p.add_argument("--checkpoint-every", type=int, default=200, metavar="STEPS")
+    p.add_argument("--workers", type=int, default=1, help="data-loading processes")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
+    p.add_argument("--restart", action="store_true", help="ignore OUT/last.pt instead of resuming from it")
+    p.add_argument("--out", required=True, type=Path, metavar="RUN", help="run directory (last.pt, metrics.json)")
+    p.set_defaults(func=_train)
+
+    e = subparsers.add_parser("eval", help="COCO mAP of a checkpoint on a dataset's val split")
+    e.add_argument("--data", required=True, type=Path, metavar="DIR")
+    e.add_argument("--checkpoint", required=True, type=Path, metavar="PT")
+    e.add_argument("--batch-size", type=int, default=16)
+    e.add_argument("--workers", type=int, default=1)
+    e.add_argument("--device", default="cpu")
+    e.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    e.set_defaults(func=_eval)
