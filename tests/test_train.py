@@ -47,8 +47,6 @@ def test_overfits_a_few_images(tiny_data):
     model = _model()
     ds, loader = _loader(tiny_data, "train", False)
     before = evaluate_detector(model, ds, loader)["AP50"]
-    first = None
-    log = []
     config = TrainConfig(epochs=150, lr=0.01, warmup_steps=10, grad_clip=10.0, checkpoint_every=10**6)
     result = train(model, loader, config, progress=False)
     assert result["steps"] == 150
@@ -58,7 +56,7 @@ def test_overfits_a_few_images(tiny_data):
     first = _model()(batch.images, batch.image_sizes, batch.targets)
     assert sum(losses.values()) < 0.5 * sum(first.values())
     after = evaluate_detector(model, ds, loader)["AP50"]
-    assert after > before + 0.2, (before, after, log)
+    assert after > before + 0.2, (before, after)
 
 
 def test_resume_continues_exactly(tiny_data, tmp_path):

@@ -18,7 +18,6 @@ from nasx.models.heads.fcos_head import FCOSHead
 from nasx.models.heads.retina_head import RetinaHead
 from nasx.models.heads.ssdlite_head import SSDLiteHead
 from nasx.models.necks import FPN, SSDLiteExtra
-from nasx.spaces.errors import EncodingError
 from nasx.spaces.mbconv import MBConvEncoding
 from nasx.spaces.residual import ResidualEncoding
 
@@ -29,10 +28,7 @@ def build_backbone(encoding: str, *, norm: str = "bn", out_features=("c3", "c4",
     """A residual (``bottleneck_64_...``, ``resnet50``) or MBConv (``mb32_...``, ``mobilenet_v2``) backbone."""
     text = str(encoding).strip()
     is_mb = text.startswith("mb") or text in ("mobilenet_v2",)
-    try:
-        enc = MBConvEncoding.parse(text) if is_mb else ResidualEncoding.parse(text)
-    except EncodingError:
-        raise
+    enc = MBConvEncoding.parse(text) if is_mb else ResidualEncoding.parse(text)
     return enc.build(norm=norm, out_features=tuple(out_features))
 
 
