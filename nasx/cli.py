@@ -14,7 +14,8 @@ from typing import Optional, Sequence
 
 __all__ = ["main", "build_parser", "COMMANDS"]
 
-COMMANDS = ("nasx.commands.data", "nasx.commands.info", "nasx.commands.train")
+COMMANDS = ("nasx.commands.data", "nasx.commands.info", "nasx.commands.train",
+            "nasx.commands.search")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -37,6 +37,7 @@ class Progress:
         self.stats: dict = {}
         self._t0 = self._last = time.perf_counter()
         self._last_print = -1e9
+        self._printed_done: Optional[int] = None
 
     def __enter__(self):
         return self
@@ -71,7 +72,7 @@ class Progress:
     def _print(self, now: float) -> None:
         if not self.enabled:
             return
-        self._last_print = now
+        self._last_print, self._printed_done = now, self.done
         if self.tty:
             self.stream.write("\r\033[K" + self.line(now))
         else:
@@ -80,7 +81,8 @@ class Progress:
 
     def close(self) -> None:
         if self.enabled:
-            self._print(time.perf_counter())
+            if self.tty or self._printed_done != self.done:  # a log file already has the final line
+                self._print(time.perf_counter())
             if self.tty:
                 self.stream.write("\n")
             self.stream.flush()

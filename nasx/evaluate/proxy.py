@@ -1,0 +1,175 @@
+"""The NAS-FCOS proxy task (seed 004, §3.3 and §4.1): train a sampled decoder on cached backbone
+features only, then score it by its loss on held-out images.
+
+Per candidate: build the decoder (FPN + head) from its encoding, train it for ``steps`` Adam
+steps on the meta-train part of a :class:`FeatureCache` — no backbone forward, which is where
+the speed comes from — keeping a Polyak (exponential moving) average of its weights; then the
+averaged decoder's FCOS losses on meta-val give ``reward = -(cls + reg + ctr)``.
+
+:class:`DecoderProxy` is a plain picklable callable ``encoding -> metrics dict``, so the same
+evaluation runs inline, in a process pool or on a remote engine (see ``nasx.search.workers``).
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+from dataclasses import asdict, dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from nasx.evaluate.cost import count_detector_macs, count_params, measure_latency
+from nasx.evaluate.feature_cache import FeatureCache
+
+__all__ = ["ProxyConfig", "DecoderProxy"]
+
+
+@dataclass
+class ProxyConfig:
+    """steps: Adam steps per candidate; batch_size: cached images per step.
+    lr, weight_decay: Adam (decoupled decay, AdamW); warmup_steps: linear warm-up.
+    polyak: decay of the weight average used for scoring (0: score the last weights).
+    val_batch_size: images per meta-val loss batch. grad_clip: max gradient norm.
+    latency: also time the whole detector (batch 1) on the evaluating device.
+    """
+
+    steps: int = 100
+    batch_size: int = 16
+    lr: float = 2e-3
+    weight_decay: float = 1e-4
+    warmup_steps: int = 10
+    polyak: float = 0.95
+    val_batch_size: int = 64
+    grad_clip: float = 10.0
+    latency: bool = True
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.steps < 1 or self.batch_size < 1:
+            raise ValueError(f"ProxyConfig: expected steps >= 1 and batch_size >= 1, got {self.steps}, {self.batch_size}")
+        if not 0 <= self.polyak < 1:
+            raise ValueError(f"ProxyConfig: polyak must be in [0, 1), got {self.polyak}")
+
+
+class DecoderProxy:
+    """``proxy(encoding) -> {"status": "ok", "reward", "losses": {cls, reg, ctr}, "params", "macs",
+    "decoder_params", "latency_ms", "seconds", "s_per_step"}``; raises on a diverging decoder.
+
+    Args:
+        cache_dir: a :class:`FeatureCache` directory (opened lazily, once per process).
+        train_indices, val_indices: the meta-train and meta-val images of the cache.
+        space: a :class:`nasx.spaces.nas_fcos.NasFcosSpace` (its ``channels`` is the decoder width).
+        num_classes: K.
+        detector_kwargs: FCOS settings (``strides``, ``size_ranges``, ``center_radius``).
+        backbone: the backbone's encoding and norm, ``{"encoding", "norm"}``: only for the whole
+            detector's params, MACs and latency at ``input_size``.
+        config: :class:`ProxyConfig`. device: where the decoder trains.
+    """
+
+    def __init__(self, cache_dir, train_indices: Sequence[int], val_indices: Sequence[int], *, space,
+                 num_classes: int, detector_kwargs: dict, backbone: dict, config: ProxyConfig = ProxyConfig(),
+                 device: str = "cpu"):
+        if len(train_indices) == 0 or len(val_indices) == 0:
+            raise ValueError(f"DecoderProxy: meta-train and meta-val must be non-empty, got {len(train_indices)} "
+                             f"and {len(val_indices)} images")
+        self.cache_dir = str(cache_dir)
+        self.train_indices = np.asarray(train_indices, dtype=np.int64)
+        self.val_indices = np.asarray(val_indices, dtype=np.int64)
+        self.space, self.num_classes = space, int(num_classes)
+        self.detector_kwargs, self.backbone = dict(detector_kwargs), dict(backbone)
+        self.config, self.device = config, str(device)
+        self._cache: Optional[FeatureCache] = None
+
+    def __getstate__(self):  # the cache is reopened in each worker process, never pickled
+        state = self.__dict__.copy()
+        state["_cache"] = None
+        return state
+
+    @property
+    def cache(self) -> FeatureCache:
+        if self._cache is None:
+            self._cache = FeatureCache(self.cache_dir)
+        return self._cache
+
+    def build_detector(self, arch, backbone: Optional[nn.Module] = None):
+        """FCOS with ``arch``'s decoder; the backbone is ``nn.Identity`` unless one is given."""
+        from nasx.models.detectors import FCOS
+
+        neck, head = self.space.build(arch, in_channels=self.cache.channels, num_classes=self.num_classes)
+        return FCOS(backbone=backbone if backbone is not None else nn.Identity(), neck=neck, head=head,
+                    num_classes=self.num_classes, **self.detector_kwargs)
+
+    def _losses(self, model, indices) -> dict:
+        return model.forward_features(*self.cache.batch(indices, self.device))
+
+    def __call__(self, encoding) -> dict:
+        cfg = self.config
+        device = torch.device(self.device)
+        torch.manual_seed(cfg.seed)
+        rng = np.random.default_rng(cfg.seed)
+        model = self.build_detector(encoding).to(device).train()
+        avg = copy.deepcopy(model)
+        for p in avg.parameters():
+            p.requires_grad_(False)
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        t0 = time.perf_counter()
+        order, pos = rng.permutation(self.train_indices), 0
+        for step in range(cfg.steps):
+            if pos + cfg.batch_size > len(order):
+                order, pos = rng.permutation(self.train_indices), 0
+            batch = order[pos:pos + cfg.batch_size]
+            pos += cfg.batch_size
+            for g in optimizer.param_groups:
+                g["lr"] = cfg.lr * min(1.0, (step + 1) / max(cfg.warmup_steps, 1))
+            losses = self._losses(model, batch)
+            loss = sum(losses.values())
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"decoder diverged at proxy step {step}: "
+                                         f"{ {k: float(v) for k, v in losses.items()} }")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            optimizer.step()
+            with torch.no_grad():  # Polyak averaging; the early steps lean on the newest weights
+                decay = min(cfg.polyak, (1 + step) / (10 + step))
+                for a, p in zip(avg.parameters(), model.parameters()):
+                    a.lerp_(p, 1 - decay)
+        train_seconds = time.perf_counter() - t0
+        totals, n = {}, 0
+        with torch.no_grad():
+            for i in range(0, len(self.val_indices), cfg.val_batch_size):
+                chunk = self.val_indices[i:i + cfg.val_batch_size]
+                for k, v in self._losses(avg, chunk).items():
+                    totals[k] = totals.get(k, 0.0) + float(v) * len(chunk)
+                n += len(chunk)
+        losses = {k: v / n for k, v in totals.items()}
+        reward = -sum(losses.values())
+        if not math.isfinite(reward):
+            raise FloatingPointError(f"decoder gives a non-finite meta-val loss: {losses}")
+        out = {"status": "ok", "reward": reward, "losses": losses,
+               "decoder_params": count_params(model.neck) + count_params(model.head),
+               "seconds": time.perf_counter() - t0, "s_per_step": train_seconds / cfg.steps}
+        out.update(self.cost(encoding, latency=cfg.latency))
+        return out
+
+    def cost(self, encoding, *, latency: bool = True) -> dict:
+        """params and MACs of the whole detector (backbone included) at the cache's input size,
+        and its batch-1 latency in milliseconds on this evaluator's device."""
+        from nasx.spaces.detectors import build_backbone
+
+        trunk = build_backbone(self.backbone["encoding"], norm=self.backbone.get("norm", "gn"))
+        model = self.build_detector(encoding, backbone=trunk)
+        h, w = self.cache.input_size
+        out = {"params": count_params(model), "macs": count_detector_macs(model, (h, w)).total}
+        if latency:
+            image = torch.rand(1, 3, h, w)
+            out["latency_ms"] = measure_latency(model, image, device=self.device, warmup=2, repeats=10).median_ms
+        return out
+
+    def describe(self) -> dict:
+        return {"cache": self.cache_dir, "meta_train": len(self.train_indices), "meta_val": len(self.val_indices),
+                "config": asdict(self.config), "device": self.device}

@@ -1,0 +1,192 @@
+"""The NAS-FCOS pipeline: feature cache, proxy evaluator, controller search with resume, and a
+tiny end-to-end run killed with SIGKILL and resumed."""
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from nasx.data import synth_dataset
+from nasx.data.synth import SynthConfig, write_synth_dataset
+from nasx.data.transforms import detection_transforms
+from nasx.evaluate.feature_cache import FeatureCache
+from nasx.evaluate.proxy import DecoderProxy, ProxyConfig
+from nasx.search.controller_search import ControllerSearch
+from nasx.search.results import ResultsLog
+from nasx.spaces.detectors import build_backbone
+from nasx.spaces.nas_fcos import BASELINE, NasFcosArch, NasFcosSpace
+
+TINY_BACKBONE = "basicblock_8_1-21-21-21"
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synth")
+    write_synth_dataset(root, train=16, val=6, seed=1, workers=0, config=SynthConfig(size=64, max_objects=3))
+    return root
+
+
+def test_cache_equals_a_fresh_backbone_forward(tiny_data, tmp_path):
+    torch.manual_seed(0)
+    trunk = build_backbone(TINY_BACKBONE, norm="gn").eval()
+    data = synth_dataset(tiny_data, "train", transforms=detection_transforms(False, 64))
+    cache = FeatureCache.build(trunk, data, tmp_path / "cache", input_size=(64, 64), batch_size=5,
+                               fingerprint={"k": 1}, progress=False)
+    assert len(cache) == 16 and cache.names == ["c3", "c4", "c5"]
+    idx = [3, 11, 7]
+    feats, shape, sizes, targets = cache.batch(idx)
+    images = torch.stack([data[i][0] for i in sorted(idx)])
+    with torch.no_grad():
+        fresh = trunk(images)
+    for n in ("c3", "c4", "c5"):
+        torch.testing.assert_close(feats[n], fresh[n], rtol=1e-5, atol=1e-5)
+    for t, i in zip(targets, sorted(idx)):
+        torch.testing.assert_close(t["boxes"], data[i][1]["boxes"])
+    assert shape == (64, 64) and sizes == [(64, 64)] * 3
+    assert FeatureCache.matches(tmp_path / "cache", {"k": 1}) and not FeatureCache.matches(tmp_path / "cache", {"k": 2})
+    assert not FeatureCache.matches(tmp_path / "nothing", {"k": 1})
+    with pytest.raises(FileNotFoundError, match="not a feature cache"):
+        FeatureCache(tmp_path)
+
+
+def _proxy(cache_dir, steps=2):
+    return DecoderProxy(cache_dir, list(range(12)), list(range(12, 16)), space=NasFcosSpace(channels=8), num_classes=8,
+                        detector_kwargs={"size_ranges": [(0, 16), (16, 32), (32, 64), (64, 128), (128, 1e8)]},
+                        backbone={"encoding": TINY_BACKBONE, "norm": "gn"},
+                        config=ProxyConfig(steps=steps, batch_size=4, latency=False))
+
+
+def test_proxy_trains_a_decoder_on_cached_features(tiny_data, tmp_path):
+    trunk = build_backbone(TINY_BACKBONE, norm="gn")
+    data = synth_dataset(tiny_data, "train", transforms=detection_transforms(False, 64))
+    FeatureCache.build(trunk, data, tmp_path / "cache", input_size=(64, 64), progress=False)
+    proxy = pickle.loads(pickle.dumps(_proxy(tmp_path / "cache")))  # what a worker process receives
+    out = proxy(BASELINE)
+    assert out["status"] == "ok" and out["reward"] == pytest.approx(-sum(out["losses"].values()))
+    assert set(out["losses"]) == {"cls", "reg", "ctr"} and out["reward"] < 0
+    assert out["macs"] > 0 and out["params"] > out["decoder_params"] > 0
+    again = _proxy(tmp_path / "cache")(BASELINE)
+    assert again["reward"] == pytest.approx(out["reward"], rel=1e-5)  # seeded
+    with pytest.raises(ValueError, match="meta-train and meta-val"):
+        DecoderProxy(tmp_path / "cache", [], [1], space=NasFcosSpace(), num_classes=8, detector_kwargs={}, backbone={})
+
+
+class _Interrupt(BaseException):
+    pass
+
+
+def _toy_reward(encoding: str) -> dict:
+    arch = NasFcosArch.parse(encoding)
+    score = sum(b.op1 == "sep3x3" for b in arch.fpn) - 0.1 * arch.share_from
+    if arch.head_op == "deform3x3" and arch.share_from == 6:
+        raise FloatingPointError("diverged")
+    return {"status": "ok", "reward": float(score)}
+
+
+def test_controller_search_resumes_without_repeating(tmp_path):
+    space = NasFcosSpace(channels=8)
+
+    def search_run(out, evaluator, max_evaluations=14):
+        results = ResultsLog(out / "results.jsonl")
+        search = ControllerSearch(space, round_size=3, seed=5)
+        search.run(evaluator, results, state_path=out / "state.pt", max_evaluations=max_evaluations, progress=False)
+        return results
+
+    full = search_run(tmp_path / "full", _toy_reward)
+
+    calls = []
+
+    def dying(encoding):
+        calls.append(encoding)
+        if len(calls) == 8:  # killed in the middle of the third round
+            raise _Interrupt
+        return _toy_reward(encoding)
+
+    with pytest.raises(_Interrupt):
+        search_run(tmp_path / "cut", dying)
+    assert len(ResultsLog(tmp_path / "cut" / "results.jsonl")) == 7
+    resumed_calls = []
+
+    def counting(encoding):
+        resumed_calls.append(encoding)
+        return _toy_reward(encoding)
+
+    resumed = search_run(tmp_path / "cut", counting)
+    assert not set(resumed_calls) & set(calls[:7])  # nothing evaluated twice
+    assert [r["encoding"] for r in resumed] == [r["encoding"] for r in full] or \
+        sorted(r["encoding"] for r in resumed) == sorted(r["encoding"] for r in full)
+    assert len({r["encoding"] for r in resumed}) == len(resumed) >= 14
+
+
+def test_failed_candidates_are_recorded_and_penalised(tmp_path):
+    space = NasFcosSpace(channels=8)
+    fails = {"n": 0}
+
+    def flaky(encoding):
+        fails["n"] += 1
+        if fails["n"] % 3 == 0:
+            raise RuntimeError("out of memory")
+        return {"status": "ok", "reward": -1.0}
+
+    from nasx.search.workers import InlineWorkers
+
+    results = ResultsLog(tmp_path / "r.jsonl")
+    search = ControllerSearch(space, round_size=3, seed=0)
+    search.run(flaky, results, state_path=tmp_path / "s.pt", workers=InlineWorkers(), max_evaluations=6, progress=False)
+    failed = [r for r in results if r["status"] == "failed"]
+    assert len(failed) == 2 and all("RuntimeError: out of memory" in r["error"] for r in failed)
+    assert search._rewards([failed[0]["encoding"]], results) == [-1.0 - search.failure_penalty]
+
+
+TINY_RUN = ["--size", "64", "--backbone", TINY_BACKBONE, "--channels", "8", "--backbone-steps", "6",
+            "--retrain-steps", "3", "--proxy-steps", "3", "--batch-size", "4", "--round-size", "2",
+            "--top-k", "2", "--min-archs", "6", "--budget-minutes", "0.01", "--quiet"]
+
+
+def test_end_to_end_search_survives_sigkill(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "nasx", "search", "nas-fcos", "--data", str(tiny_data), "--out", str(out), *TINY_RUN]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    results = out / "results.jsonl"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        if results.exists() and len(results.read_text().splitlines()) >= 3:  # baseline + 2 searched
+            break
+        time.sleep(0.05)
+    assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = [json.loads(line) for line in results.read_text().splitlines() if line.strip().endswith("}")]
+
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    records = [json.loads(line) for line in results.read_text().splitlines()]
+    encodings = [r["encoding"] for r in records]
+    assert len(encodings) == len(set(encodings))  # nothing evaluated twice
+    assert encodings[: len(before)] == [r["encoding"] for r in before]  # nothing lost
+    report = json.loads((out / "report.json").read_text())
+    assert report["searched"] >= 6 and report["kendall_tau_n"] == 3
+    for key in ("arch", "map", "macs", "params", "latency_ms"):
+        assert key in report["baseline"] and key in report["best"]
+    assert report["baseline"]["arch"] == NasFcosArch.parse("baseline").to_string()
+    assert report["proxy_speedup"] > 0
+    assert (out / "pareto.png").stat().st_size > 0 and (out / "best.pt").is_file()
+    best = json.loads((out / "best.json").read_text())
+    NasFcosArch.parse(best["arch"])
+
+
+def test_search_cli_refuses_a_run_with_other_settings(tiny_data, tmp_path):
+    from nasx.cli import main
+
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "config.json").write_text(json.dumps({"channels": 64}))
+    assert main(["search", "nas-fcos", "--data", str(tiny_data), "--out", str(out), *TINY_RUN]) == 1
+    assert main(["search", "nas-fcos", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "r2"),
+                 *TINY_RUN]) == 1
