@@ -12,7 +12,16 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-__all__ = ["AnchorGenerator", "BoxCoder", "DefaultBoxGenerator"]
+__all__ = ["AnchorGenerator", "BoxCoder", "DefaultBoxGenerator", "flatten_anchor_outputs"]
+
+
+def flatten_anchor_outputs(maps: list[Tensor], per_anchor: int) -> Tensor:
+    """L x Tensor[B, A * X, H_l, W_l] -> Tensor[B, N, X] in the anchors' order (location, then anchor)."""
+    out = []
+    for x in maps:
+        b, _, h, w = x.shape
+        out.append(x.view(b, -1, per_anchor, h, w).permute(0, 3, 4, 1, 2).reshape(b, -1, per_anchor))
+    return torch.cat(out, dim=1)
 
 
 def _grid(h: int, w: int, step_y: float, step_x: float, device, dtype) -> Tensor:

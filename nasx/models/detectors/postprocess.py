@@ -1,5 +1,6 @@
 """Inference post-processing shared by the dense detectors: per-level top-k candidates,
-box decoding, clipping, class-aware NMS (``nasx.ops.batched_nms``), the best N per image."""
+box decoding, clipping, class-aware NMS (``nasx.ops.batched_nms``), the best N per image;
+and :func:`anchor_detections`, the per-image loop of the anchor-based detectors around it."""
 from __future__ import annotations
 
 from typing import Callable
@@ -7,9 +8,10 @@ from typing import Callable
 import torch
 from torch import Tensor
 
+from nasx.models.detectors.anchors import flatten_anchor_outputs
 from nasx.ops import batched_nms
 
-__all__ = ["postprocess_detections"]
+__all__ = ["anchor_detections", "postprocess_detections"]
 
 
 def postprocess_detections(
@@ -62,3 +64,44 @@ def postprocess_detections(
         boxes, scores_, labels = boxes[big], scores_[big], labels[big]
     keep = batched_nms(boxes.float(), scores_.float(), labels, nms_thresh)[:detections_per_img]
     return {"boxes": boxes[keep], "scores": scores_[keep], "labels": labels[keep]}
+
+
+def anchor_detections(
+    logits: list[Tensor],
+    deltas: list[Tensor],
+    anchors: list[Tensor],
+    image_sizes: list,
+    num_logits: int,
+    scores_from_logits: Callable[[Tensor], Tensor],
+    decode_deltas: Callable[[Tensor, Tensor], Tensor],
+    **settings,
+) -> list[dict[str, Tensor]]:
+    """Detections of a batch from an anchor-based head (RetinaNet, SSDLite): per image, the
+    scores and deltas of every level in the anchors' order, then :func:`postprocess_detections`.
+
+    Args:
+        logits: per level, Tensor[B, A * num_logits, H_l, W_l].
+        deltas: per level, Tensor[B, A * 4, H_l, W_l].
+        anchors: per level, Tensor[N_l, 4] (x1, y1, x2, y2), N_l = H_l * W_l * A, in the order of
+            :func:`flatten_anchor_outputs`.
+        image_sizes: (h, w) of each image before padding.
+        num_logits: logits per anchor (K for sigmoid scores, K + 1 with a background class).
+        scores_from_logits: Tensor[N_l, num_logits] float32 logits -> Tensor[N_l, K] class probabilities.
+        decode_deltas: ``(deltas Tensor[M, 4], anchors Tensor[M, 4]) -> boxes Tensor[M, 4]``
+            (e.g. :meth:`BoxCoder.decode`).
+        settings: keyword arguments of :func:`postprocess_detections` (``score_thresh``, ...).
+
+    Returns:
+        one ``{"boxes", "scores", "labels"}`` dict per image.
+    """
+    results = []
+    for i, image_size in enumerate(image_sizes):
+        scores = [scores_from_logits(flatten_anchor_outputs([lg[i : i + 1]], num_logits)[0].float())
+                  for lg in logits]                                                          # per level (N_l, K)
+        level_deltas = [flatten_anchor_outputs([d[i : i + 1]], 4)[0].float() for d in deltas]  # per level (N_l, 4)
+
+        def decode(level, idx, level_deltas=level_deltas):
+            return decode_deltas(level_deltas[level][idx], anchors[level][idx])
+
+        results.append(postprocess_detections(scores, decode, image_size, **settings))
+    return results

@@ -11,23 +11,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from nasx.models.detectors.anchors import AnchorGenerator, BoxCoder
-from nasx.models.detectors.postprocess import postprocess_detections
+from nasx.models.detectors.anchors import AnchorGenerator, BoxCoder, flatten_anchor_outputs
+from nasx.models.detectors.postprocess import anchor_detections
 from nasx.models.detectors.targets import check_detector_inputs
 from nasx.ops import match_anchors, sigmoid_focal_loss
 
 __all__ = ["RetinaNet", "flatten_anchor_outputs", "paired_giou_loss"]
 
 REG_LOSSES = ("smooth_l1", "giou")
-
-
-def flatten_anchor_outputs(maps: list[Tensor], per_anchor: int) -> Tensor:
-    """L x Tensor[B, A * X, H_l, W_l] -> Tensor[B, N, X] in the anchors' order (location, then anchor)."""
-    out = []
-    for x in maps:
-        b, _, h, w = x.shape
-        out.append(x.view(b, -1, per_anchor, h, w).permute(0, 3, 4, 1, 2).reshape(b, -1, per_anchor))
-    return torch.cat(out, dim=1)
 
 
 def paired_giou_loss(pred: Tensor, target: Tensor, eps: float = 1e-7) -> Tensor:
@@ -142,16 +133,7 @@ class RetinaNet(nn.Module):
 
     @torch.no_grad()
     def detections(self, logits: list[Tensor], deltas: list[Tensor], anchors: list[Tensor], image_sizes: list) -> list:
-        k = self.num_classes
-        results = []
-        for i, image_size in enumerate(image_sizes):
-            scores = [torch.sigmoid(flatten_anchor_outputs([lg[i : i + 1]], k)[0].float()) for lg in logits]  # (N_l, K)
-            level_deltas = [flatten_anchor_outputs([d[i : i + 1]], 4)[0].float() for d in deltas]            # (N_l, 4)
-
-            def decode(level, idx, level_deltas=level_deltas):
-                return self.box_coder.decode(level_deltas[level][idx], anchors[level][idx])
-
-            results.append(postprocess_detections(
-                scores, decode, image_size, score_thresh=self.score_thresh, topk_candidates=self.topk_candidates,
-                nms_thresh=self.nms_thresh, detections_per_img=self.detections_per_img))
-        return results
+        return anchor_detections(
+            logits, deltas, anchors, image_sizes, self.num_classes, torch.sigmoid, self.box_coder.decode,
+            score_thresh=self.score_thresh, topk_candidates=self.topk_candidates, nms_thresh=self.nms_thresh,
+            detections_per_img=self.detections_per_img)

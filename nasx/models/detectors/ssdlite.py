@@ -13,9 +13,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from nasx.models.backbones.mbconv import MBConvBackbone
-from nasx.models.detectors.anchors import BoxCoder, DefaultBoxGenerator
-from nasx.models.detectors.postprocess import postprocess_detections
-from nasx.models.detectors.retinanet import flatten_anchor_outputs
+from nasx.models.detectors.anchors import BoxCoder, DefaultBoxGenerator, flatten_anchor_outputs
+from nasx.models.detectors.postprocess import anchor_detections
 from nasx.models.detectors.targets import check_detector_inputs
 from nasx.ops import match_anchors
 
@@ -162,16 +161,12 @@ class SSDLite(nn.Module):
 
     @torch.no_grad()
     def detections(self, logits: list[Tensor], deltas: list[Tensor], boxes: list[Tensor], image_sizes: list) -> list:
-        k1 = self.num_classes + 1
-        results = []
-        for i, image_size in enumerate(image_sizes):
-            scores = [F.softmax(flatten_anchor_outputs([lg[i : i + 1]], k1)[0].float(), dim=1)[:, 1:] for lg in logits]
-            level_deltas = [flatten_anchor_outputs([d[i : i + 1]], 4)[0].float() for d in deltas]
+        return anchor_detections(
+            logits, deltas, boxes, image_sizes, self.num_classes + 1, _foreground_softmax, self.box_coder.decode,
+            score_thresh=self.score_thresh, topk_candidates=self.topk_candidates, nms_thresh=self.nms_thresh,
+            detections_per_img=self.detections_per_img)
 
-            def decode(level, idx, level_deltas=level_deltas):
-                return self.box_coder.decode(level_deltas[level][idx], boxes[level][idx])
 
-            results.append(postprocess_detections(
-                scores, decode, image_size, score_thresh=self.score_thresh, topk_candidates=self.topk_candidates,
-                nms_thresh=self.nms_thresh, detections_per_img=self.detections_per_img))
-        return results
+def _foreground_softmax(logits: Tensor) -> Tensor:
+    """Tensor[N, K + 1] logits with background first -> Tensor[N, K] foreground probabilities."""
+    return F.softmax(logits, dim=1)[:, 1:]
