@@ -46,6 +46,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_targets.py
 	$(BIN)/python benchmarks/bench_conv_ops.py
 	$(BIN)/python benchmarks/bench_data.py
+	$(BIN)/python benchmarks/bench_train.py
 
 test-cpu-torch:
 	@test -x $(CPU_VENV)/bin/python || $(PYTHON) -m venv $(CPU_VENV)

@@ -26,6 +26,8 @@ def register(subparsers) -> None:
     synth.add_argument("--size", type=int, default=128, metavar="S", help="image side in pixels (default 128)")
     synth.add_argument("--seed", type=int, default=0, metavar="K", help="random seed (default 0)")
     synth.add_argument("--format", choices=("jpg", "png"), default="jpg", help="image format (default jpg)")
+    synth.add_argument("--classes", choices=("shapes", "shape_pattern"), default="shapes",
+                       help="4 classes by silhouette (default) or 8 shape-and-pattern classes (much harder)")
     synth.add_argument("--workers", type=int, default=None, metavar="W",
                        help="drawing processes (default: CPU count, at most 8; 0 = inline)")
     synth.add_argument("--force", action="store_true", help="replace train/, val/, annotations/ in a non-empty DIR")
@@ -45,7 +47,7 @@ def register(subparsers) -> None:
 def run_synth(args: argparse.Namespace) -> int:
     from nasx.data.synth import SynthConfig, write_synth_dataset
 
-    config = SynthConfig(size=args.size, image_format=args.format)
+    config = SynthConfig(size=args.size, image_format=args.format, classes=args.classes)
     interactive = sys.stderr.isatty()
 
     def progress(split, done, total):

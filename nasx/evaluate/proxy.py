@@ -12,9 +12,11 @@ evaluation runs inline, in a process pool or on a remote engine (see ``nasx.sear
 from __future__ import annotations
 
 import copy
+import hashlib
 import math
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Optional, Sequence
 
 import numpy as np
@@ -67,11 +69,14 @@ class DecoderProxy:
         backbone: the backbone's encoding and norm, ``{"encoding", "norm"}``: only for the whole
             detector's params, MACs and latency at ``input_size``.
         config: :class:`ProxyConfig`. device: where the decoder trains.
+        weights_dir: if set, the averaged decoder weights of each candidate are saved there
+            (``<key>.pt`` with ``{"neck", "head"}`` state dicts), so a retraining stage can start
+            the decoder from them; the result's ``"weights"`` names the file.
     """
 
     def __init__(self, cache_dir, train_indices: Sequence[int], val_indices: Sequence[int], *, space,
                  num_classes: int, detector_kwargs: dict, backbone: dict, config: ProxyConfig = ProxyConfig(),
-                 device: str = "cpu"):
+                 device: str = "cpu", weights_dir=None):
         if len(train_indices) == 0 or len(val_indices) == 0:
             raise ValueError(f"DecoderProxy: meta-train and meta-val must be non-empty, got {len(train_indices)} "
                              f"and {len(val_indices)} images")
@@ -81,6 +86,7 @@ class DecoderProxy:
         self.space, self.num_classes = space, int(num_classes)
         self.detector_kwargs, self.backbone = dict(detector_kwargs), dict(backbone)
         self.config, self.device = config, str(device)
+        self.weights_dir = None if weights_dir is None else str(weights_dir)
         self._cache: Optional[FeatureCache] = None
 
     def __getstate__(self):  # the cache is reopened in each worker process, never pickled
@@ -153,8 +159,20 @@ class DecoderProxy:
         out = {"status": "ok", "reward": reward, "losses": losses,
                "decoder_params": count_params(model.neck) + count_params(model.head),
                "seconds": time.perf_counter() - t0, "s_per_step": train_seconds / cfg.steps}
+        if self.weights_dir is not None:
+            out["weights"] = str(self.save_weights(encoding, avg))
         out.update(self.cost(encoding, latency=cfg.latency))
         return out
+
+    def weights_path(self, encoding) -> Path:
+        key = hashlib.sha1(str(encoding).encode()).hexdigest()[:16]
+        return Path(self.weights_dir) / f"{key}.pt"
+
+    def save_weights(self, encoding, model) -> Path:
+        from nasx.train.checkpoint import save_checkpoint
+
+        return save_checkpoint({"encoding": str(encoding), "neck": model.neck.state_dict(),
+                                "head": model.head.state_dict()}, self.weights_path(encoding))
 
     def cost(self, encoding, *, latency: bool = True) -> dict:
         """params and MACs of the whole detector (backbone included) at the cache's input size,

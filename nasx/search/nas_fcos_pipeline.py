@@ -10,7 +10,8 @@ Stages, each resumable from what it left in the run directory ``out``:
    trained on cached features only (:class:`DecoderProxy`) and scored by its meta-val loss.
    ``results.jsonl`` holds one line per architecture; the baseline is scored the same way first.
 4. **retrain** — the baseline and the top-k decoders by reward are trained with the backbone on
-   images (backbone initialised from stage 1, decoder from scratch, the same steps for all),
+   images, the same steps for all: backbone from stage 1, decoder from the weights it reached on
+   the proxy task (``decoders/``; weight inheritance, so a CPU budget can afford the retraining),
    then scored by COCO mAP on val (``retrained.jsonl``, ``retrain/<n>/last.pt``).
 5. **report** — ``report.json``, ``pareto.png``, ``best.json`` and ``best.pt``.
 
@@ -47,8 +48,9 @@ class NasFcosRunConfig:
     size: input side. backbone / backbone_norm: the trunk's encoding and norm.
     channels: decoder width (the searched FPN and head, and the baseline's).
     meta_val_fraction: share of train held out as meta-val for the proxy reward.
-    backbone_steps, retrain_steps, batch_size, lr: SGD training of stage 1 and of the retrained
-        detectors (all with the same recipe). proxy: the proxy task's settings.
+    backbone_steps, retrain_steps, batch_size, optimizer, lr, weight_decay: training on images, of
+        stage 1 and of the retrained detectors (all with the same recipe; AdamW because it trains a
+        small detector from scratch in the few steps a CPU budget allows). proxy: the proxy task.
     round_size: architectures per PPO update. top_k: searched decoders retrained (the baseline
         is retrained too). min_archs / max_archs: bounds on the distinct architectures searched.
     """
@@ -63,10 +65,12 @@ class NasFcosRunConfig:
     backbone_norm: str = "gn"
     channels: int = 32
     meta_val_fraction: float = 0.2
-    backbone_steps: int = 600
-    retrain_steps: int = 200
+    backbone_steps: int = 2000
+    retrain_steps: int = 300
     batch_size: int = 16
-    lr: float = 0.02
+    optimizer: str = "adamw"
+    lr: float = 2e-3
+    weight_decay: float = 0.05
     proxy: ProxyConfig = field(default_factory=ProxyConfig)
     round_size: int = 4
     top_k: int = 8
@@ -214,7 +218,8 @@ class _Run:
         torch.manual_seed(self.cfg.seed)
         loader = build_loader(dataset, self.cfg.batch_size, shuffle=True, workers=1, seed=self.cfg.seed,
                               drop_last=len(dataset) >= self.cfg.batch_size)
-        config = TrainConfig(epochs=10 ** 6, max_steps=steps, lr=self.cfg.lr, warmup_steps=min(100, steps // 5),
+        config = TrainConfig(epochs=10 ** 6, max_steps=steps, optimizer=self.cfg.optimizer, lr=self.cfg.lr,
+                             weight_decay=self.cfg.weight_decay, warmup_steps=min(100, steps // 5),
                              checkpoint_every=max(50, steps // 4))
         before = 0
         if (out_dir / "last.pt").exists():
@@ -267,7 +272,7 @@ class _Run:
         return DecoderProxy(self.out / "cache", self.meta_train, self.meta_val, space=self.space,
                             num_classes=self.num_classes, detector_kwargs=self.detector_kwargs(),
                             backbone={"encoding": self.cfg.backbone, "norm": self.cfg.backbone_norm},
-                            config=self.cfg.proxy, device=self.cfg.device)
+                            config=self.cfg.proxy, device=self.cfg.device, weights_dir=self.out / "decoders")
 
     def stage_search(self, backbone_s_per_step: float):
         from nasx.search.controller_search import ControllerSearch
@@ -284,8 +289,12 @@ class _Run:
             except Exception as e:  # the baseline must score: nothing to compare against otherwise
                 raise RuntimeError(f"the baseline decoder failed on the proxy task: {type(e).__name__}: {e}") from e
             results.append({"encoding": baseline, "source": "baseline", "round": -1, **out})
-        # What the rest of the run will take: retraining (top-k + baseline) at stage 1's speed, plus evaluation.
-        retrain_estimate = (self.cfg.top_k + 1) * (self.cfg.retrain_steps * backbone_s_per_step + 10)
+        # What the rest of the run will take: retraining (top-k + baseline) at stage 1's speed, plus
+        # evaluation. A stage 1 resumed after its last step measured no speed: keep a quarter back.
+        if math.isfinite(backbone_s_per_step):
+            retrain_estimate = (self.cfg.top_k + 1) * (self.cfg.retrain_steps * backbone_s_per_step + 10)
+        else:
+            retrain_estimate = self.cfg.budget_minutes * 60 / 4
         used = time.monotonic() - self.t0
         budget = self.cfg.budget_minutes * 60 - used - retrain_estimate
         self.say(f"[3/5] search: {max(budget, 0) / 60:.1f} min for the controller (retraining will take about "
@@ -317,6 +326,7 @@ class _Run:
             self.say(f"[4/5] retrain {n + 1}/{len(todo)} ({name}, proxy reward {rec['reward']:.3f}) "
                      f"for {self.cfg.retrain_steps} steps")
             model = self.build_detector(rec["encoding"], self.trunk_state)
+            self.inherit_decoder(model, rec)
             run_dir = self.out / "retrain" / name
             meta = {"stage": "retrain", "arch": rec["encoding"], "input_size": list(self.input_size)}
             result = self.train_detector(model, self.train_aug, self.cfg.retrain_steps, run_dir, meta)
@@ -329,6 +339,21 @@ class _Run:
                               "proxy_s_per_step": rec["s_per_step"], "checkpoint": str(run_dir / "last.pt")})
             self.say(f"      mAP {metrics['AP']:.3f} (AP50 {metrics['AP50']:.3f}), {rec['macs'] / 1e9:.3f} GMACs")
         return [retrained.get(rec["encoding"]) for _, rec in todo]
+
+    @staticmethod
+    def inherit_decoder(model, rec: dict) -> None:
+        """Start the decoder from the weights it reached on the proxy task (weight inheritance):
+        the short retraining then fine-tunes backbone and decoder together instead of
+        training the decoder from scratch."""
+        from nasx.train.checkpoint import load_checkpoint
+
+        if not rec.get("weights"):
+            return
+        state = load_checkpoint(rec["weights"], required_keys=("neck", "head"))
+        if state.get("encoding") != rec["encoding"]:
+            raise ValueError(f"{rec['weights']} holds the weights of another architecture")
+        model.neck.load_state_dict(state["neck"])
+        model.head.load_state_dict(state["head"])
 
     # -- stage 5 -----------------------------------------------------------------------------
     def stage_report(self, results, rows: list[dict]) -> dict:

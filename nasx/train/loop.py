@@ -1,4 +1,4 @@
-"""The training loop: SGD + warm-up/cosine, gradient clipping, AMP on CUDA, atomic
+"""The training loop: SGD or AdamW + warm-up/cosine, gradient clipping, AMP on CUDA, atomic
 checkpoints every N steps with exact resume (same batches, same schedule), a progress bar."""
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from torch import nn
 
 from nasx.progress import Progress
 from nasx.train.checkpoint import load_checkpoint, save_checkpoint
-from nasx.train.optim import build_sgd, warmup_cosine
+from nasx.train.optim import build_optimizer, warmup_cosine
 
 __all__ = ["TrainConfig", "DivergenceError", "train", "move_batch"]
 
@@ -22,7 +22,8 @@ __all__ = ["TrainConfig", "DivergenceError", "train", "move_batch"]
 @dataclass
 class TrainConfig:
     """epochs: passes over the loader (``max_steps`` caps the total if set).
-    lr, momentum, weight_decay: SGD (no decay on norms, biases, scales).
+    optimizer: ``"sgd"`` or ``"adamw"``.
+    lr, momentum, weight_decay: the optimizer's (no decay on norms, biases, scales; momentum is SGD's).
     warmup_steps, warmup_factor: linear warm-up from ``lr * warmup_factor``; then cosine to 0.
     grad_clip: max global L2 norm of the gradients (None: no clipping).
     amp: float16 autocast + gradient scaling, used only on CUDA.
@@ -32,6 +33,7 @@ class TrainConfig:
 
     epochs: int = 12
     max_steps: Optional[int] = None
+    optimizer: str = "sgd"
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 1e-4
@@ -45,6 +47,8 @@ class TrainConfig:
     def __post_init__(self):
         if self.epochs < 1 and not self.max_steps:
             raise ValueError(f"TrainConfig: expected epochs >= 1 (or max_steps), got {self.epochs}")
+        if self.optimizer not in ("sgd", "adamw"):
+            raise ValueError(f"TrainConfig: optimizer must be 'sgd' or 'adamw', got {self.optimizer!r}")
         if self.lr <= 0:
             raise ValueError(f"TrainConfig: expected lr > 0, got {self.lr}")
         if self.checkpoint_every < 1:
@@ -82,7 +86,8 @@ def train(model: nn.Module, loader, config: TrainConfig, *, device="cpu", out_di
     total = config.epochs * steps_per_epoch
     if config.max_steps:
         total = min(total, config.max_steps) if config.epochs >= 1 else config.max_steps
-    optimizer = build_sgd(model, lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay)
+    optimizer = build_optimizer(model, config.optimizer, lr=config.lr, momentum=config.momentum,
+                                weight_decay=config.weight_decay)
     use_amp = bool(config.amp and device.type == "cuda")
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     out = Path(out_dir) if out_dir is not None else None
