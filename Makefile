@@ -35,7 +35,7 @@ DEMO_OUT ?= runs/demo
 DEMO_ARGS ?=
 demo: install
 	@test -f $(DEMO_DATA)/annotations/instances_val.json || $(BIN)/nasx data synth --out $(DEMO_DATA)
-	$(BIN)/nasx search nas-fcos --data $(DEMO_DATA) --out $(DEMO_OUT) --budget-minutes 13 $(DEMO_ARGS)
+	$(BIN)/nasx search nas-fcos --data $(DEMO_DATA) --out $(DEMO_OUT) --budget-minutes 14 --workers 2 $(DEMO_ARGS)
 
 test: install
 	$(BIN)/pytest

@@ -55,7 +55,7 @@ def test_cache_equals_a_fresh_backbone_forward(tiny_data, tmp_path):
 
 
 def _proxy(cache_dir, steps=2):
-    return DecoderProxy(cache_dir, list(range(12)), list(range(12, 16)), space=NasFcosSpace(channels=8), num_classes=8,
+    return DecoderProxy(cache_dir, list(range(12)), list(range(12, 16)), space=NasFcosSpace(channels=8), num_classes=4,
                         detector_kwargs={"size_ranges": [(0, 16), (16, 32), (32, 64), (64, 128), (128, 1e8)]},
                         backbone={"encoding": TINY_BACKBONE, "norm": "gn"},
                         config=ProxyConfig(steps=steps, batch_size=4, latency=False))

@@ -23,7 +23,7 @@ def tiny_data(tmp_path_factory):
 
 def _model(seed=0):
     torch.manual_seed(seed)
-    return build_detector("fcos", backbone="basicblock_8_1-21-21-21", num_classes=8, fpn_channels=16, norm="gn",
+    return build_detector("fcos", backbone="basicblock_8_1-21-21-21", num_classes=4, fpn_channels=16, norm="gn",
                           head_convs=1, size_ranges=[(lo / 8, hi / 8) for lo, hi in FCOS_SIZE_RANGES])
 
 
@@ -132,3 +132,9 @@ def test_cli_errors(tmp_path, capsys):
     (tmp_path / "x.pt").write_text("garbage")
     assert main(["eval", "--data", str(tmp_path), "--checkpoint", str(tmp_path / "x.pt")]) == 1
     assert "cannot be read" in capsys.readouterr().err
+
+
+def test_predictions_for_another_class_count_are_named(tiny_data):
+    ds = synth_dataset(tiny_data, "val")
+    with pytest.raises(ValueError, match="label 6 is outside the 4 classes"):
+        ds.to_coco_results(1, torch.tensor([[0.0, 0, 5, 5]]), torch.tensor([0.9]), torch.tensor([6]))

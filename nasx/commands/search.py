@@ -15,12 +15,12 @@ def _nas_fcos(args) -> int:
 
     if args.budget_minutes <= 0:
         raise ValueError(f"--budget-minutes must be > 0, got {args.budget_minutes}")
-    data = args.data
     cfg = NasFcosRunConfig(
-        data=str(data), out=str(args.out), budget_minutes=args.budget_minutes, device=args.device,
+        data=str(args.data), out=str(args.out), budget_minutes=args.budget_minutes, device=args.device,
         workers=args.workers, size=args.size, backbone=args.backbone, channels=args.channels,
         backbone_steps=args.backbone_steps, retrain_steps=args.retrain_steps, batch_size=args.batch_size,
-        optimizer=args.optimizer, lr=args.lr, proxy=ProxyConfig(steps=args.proxy_steps, batch_size=args.batch_size),
+        optimizer=args.optimizer, lr=args.lr, meta_val_fraction=args.meta_val,
+        proxy=ProxyConfig(steps=args.proxy_steps, batch_size=args.batch_size),
         round_size=args.round_size, top_k=args.top_k, min_archs=args.min_archs, max_archs=args.max_archs,
         seed=args.seed, progress=not args.quiet)
     report = run_nas_fcos(cfg)
@@ -42,9 +42,10 @@ def register(subparsers) -> None:
     s.add_argument("--size", type=int, default=128, help="input image side")
     s.add_argument("--backbone", default="basicblock_16_1-21-21-21", metavar="ENCODING")
     s.add_argument("--channels", type=int, default=32, help="decoder width")
-    s.add_argument("--backbone-steps", type=int, default=2000, help="steps training the backbone with the baseline decoder")
-    s.add_argument("--retrain-steps", type=int, default=300, help="steps retraining each top decoder with the backbone")
-    s.add_argument("--proxy-steps", type=int, default=100, help="Adam steps per candidate on cached features")
+    s.add_argument("--backbone-steps", type=int, default=1500, help="steps training the backbone with the baseline decoder")
+    s.add_argument("--retrain-steps", type=int, default=80, help="steps retraining each top decoder with the backbone")
+    s.add_argument("--proxy-steps", type=int, default=30, help="Adam steps per candidate on cached features")
+    s.add_argument("--meta-val", type=float, default=0.1, metavar="FRACTION", help="share of train held out for the reward")
     s.add_argument("--batch-size", type=int, default=16)
     s.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw", help="optimizer of the image training stages")
     s.add_argument("--lr", type=float, default=2e-3, help="learning rate of the image training stages")

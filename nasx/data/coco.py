@@ -218,7 +218,13 @@ class CocoDetection(torch.utils.data.Dataset):
         """
         b = boxes.detach().to("cpu", torch.float64).reshape(-1, 4)
         xywh = torch.cat([b[:, :2], b[:, 2:] - b[:, :2]], 1).tolist()
-        cat = [self.label_to_category_id[int(l)] for l in labels.tolist()]
+        labels = labels.tolist()
+        bad = [l for l in labels if not 0 <= int(l) < len(self.label_to_category_id)]
+        if bad:
+            raise ValueError(f"to_coco_results: label {int(bad[0])} is outside the {len(self.label_to_category_id)} "
+                             f"classes of {self.ann_file} (labels 0..{len(self.label_to_category_id) - 1}); "
+                             "was the model built for another dataset?")
+        cat = [self.label_to_category_id[int(l)] for l in labels]
         return [
             {"image_id": int(image_id), "category_id": c, "bbox": bb, "score": float(s)}
             for bb, c, s in zip(xywh, cat, scores.detach().cpu().tolist())

@@ -1,6 +1,10 @@
-"""Scoring detectors: accuracy (pycocotools COCO mAP, VOC AP50) and cost (params, MACs, latency)."""
+"""Scoring detectors: accuracy (pycocotools COCO mAP, VOC AP50), cost (params, MACs, latency), and
+the NAS-FCOS proxy (decoders trained on cached backbone features)."""
 from nasx.evaluate.coco_eval import COCO_METRICS, coco_map, evaluate_detector, predict, voc_ap50
 from nasx.evaluate.cost import LatencyReport, MacsReport, count_detector_macs, count_macs, count_params, measure_latency
+from nasx.evaluate.feature_cache import FeatureCache
+from nasx.evaluate.proxy import DecoderProxy, ProxyConfig
 
 __all__ = ["COCO_METRICS", "coco_map", "evaluate_detector", "predict", "voc_ap50",
-           "LatencyReport", "MacsReport", "count_detector_macs", "count_macs", "count_params", "measure_latency"]
+           "LatencyReport", "MacsReport", "count_detector_macs", "count_macs", "count_params", "measure_latency",
+           "FeatureCache", "DecoderProxy", "ProxyConfig"]

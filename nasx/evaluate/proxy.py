@@ -15,7 +15,7 @@ import copy
 import hashlib
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -38,7 +38,7 @@ class ProxyConfig:
     latency: also time the whole detector (batch 1) on the evaluating device.
     """
 
-    steps: int = 100
+    steps: int = 60
     batch_size: int = 16
     lr: float = 2e-3
     weight_decay: float = 1e-4
@@ -187,7 +187,3 @@ class DecoderProxy:
             image = torch.rand(1, 3, h, w)
             out["latency_ms"] = measure_latency(model, image, device=self.device, warmup=2, repeats=10).median_ms
         return out
-
-    def describe(self) -> dict:
-        return {"cache": self.cache_dir, "meta_train": len(self.train_indices), "meta_val": len(self.val_indices),
-                "config": asdict(self.config), "device": self.device}

@@ -79,10 +79,9 @@ class ControllerSearch:
     # -- the loop ----------------------------------------------------------------------------
     def run(self, evaluator: Callable[[str], dict], results: ResultsLog, *, state_path,
             workers: Optional[Workers] = None, budget_seconds: float = math.inf, max_evaluations: Optional[int] = None,
-            min_evaluations: int = 0, progress: bool = True, extra: Optional[Callable[[str], dict]] = None) -> dict:
+            min_evaluations: int = 0, progress: bool = True) -> dict:
         """Search until ``budget_seconds`` of search time or ``max_evaluations`` distinct evaluated
-        architectures (``min_evaluations`` overrides the time budget). ``extra(encoding)`` adds
-        fields to each record. Returns a summary."""
+        architectures (``min_evaluations`` overrides the time budget). Returns a summary."""
         workers = workers or InlineWorkers()
         self.load(state_path)
         start = time.monotonic()
@@ -105,8 +104,7 @@ class ControllerSearch:
                 archs = [self.space.decode(c).to_string() for c in choices.tolist()]
                 todo = sorted({a for a in archs if a not in results})
                 for i, out in workers.map_unordered(evaluator, todo):
-                    record = {"encoding": todo[i], "source": "search", "round": self.round, **(extra(todo[i]) if extra else {}),
-                              **out}
+                    record = {"encoding": todo[i], "source": "search", "round": self.round, **out}
                     record.setdefault("status", "ok")
                     results.append(record)
                     done_keys.add(todo[i])

@@ -64,14 +64,14 @@ class NasFcosRunConfig:
     backbone: str = "basicblock_16_1-21-21-21"
     backbone_norm: str = "gn"
     channels: int = 32
-    meta_val_fraction: float = 0.2
-    backbone_steps: int = 2000
-    retrain_steps: int = 300
+    meta_val_fraction: float = 0.1
+    backbone_steps: int = 1500
+    retrain_steps: int = 80
     batch_size: int = 16
     optimizer: str = "adamw"
     lr: float = 2e-3
     weight_decay: float = 0.05
-    proxy: ProxyConfig = field(default_factory=ProxyConfig)
+    proxy: ProxyConfig = field(default_factory=lambda: ProxyConfig(steps=30))
     round_size: int = 4
     top_k: int = 8
     min_archs: int = 20
@@ -127,7 +127,6 @@ class _Run:
         self.data = Path(cfg.data)
         self.space = NasFcosSpace(channels=cfg.channels)
         self.t0 = time.monotonic()
-        self.log_lines: list[str] = []
 
     def say(self, text: str) -> None:
         if self.cfg.progress:
@@ -152,7 +151,7 @@ class _Run:
     # -- data --------------------------------------------------------------------------------
     def datasets(self):
         from nasx.data import synth_dataset
-        from nasx.data.transforms import detection_transforms
+        from nasx.data.transforms import detection_transforms, resized_shape
 
         for split in ("train", "val"):
             if not (self.data / "annotations" / f"instances_{split}.json").is_file():
@@ -175,16 +174,11 @@ class _Run:
             perm = np.random.default_rng(self.cfg.seed).permutation(n)
             n_val = max(1, int(round(n * self.cfg.meta_val_fraction)))
             split = {"num_train": n, "meta_val": sorted(perm[:n_val].tolist()), "meta_train": sorted(perm[n_val:].tolist())}
-            split_path.write_text(json.dumps(split) + "\n")
+            _write_json(split_path, split)
         self.meta_train, self.meta_val = split["meta_train"], split["meta_val"]
-        h = w = -(-self.cfg.size // 32) * 32
-        heights = [r[2] for r in self.train_plain._records]
-        if len(set(heights)) > 1 or any(r[2] != r[3] for r in self.train_plain._records):
-            from nasx.data.transforms import resized_shape
-            shapes = [resized_shape(r[2], r[3], self.cfg.size) for r in self.train_plain._records]
-            h = -(-max(s[0] for s in shapes) // 32) * 32
-            w = -(-max(s[1] for s in shapes) // 32) * 32
-        self.input_size = (h, w)
+        # The cache holds every image padded to one size: the largest resized image, to a multiple of 32.
+        shapes = {resized_shape(im["height"], im["width"], self.cfg.size) for im in self.train_plain.coco.imgs.values()}
+        self.input_size = tuple(-(-max(s[k] for s in shapes) // 32) * 32 for k in (0, 1))
 
     def detector_kwargs(self) -> dict:
         from nasx.models.detectors import FCOS_SIZE_RANGES
