@@ -180,6 +180,12 @@ def test_end_to_end_search_survives_sigkill(tiny_data, tmp_path):
     best = json.loads((out / "best.json").read_text())
     NasFcosArch.parse(best["arch"])
 
+    # resumed with a larger budget after the search ended: the candidates stay final
+    more = [c if c != "0.01" else "5" for c in cmd]
+    again = subprocess.run(more, env=env, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert results.read_text().splitlines() == [json.dumps(r, separators=(",", ":")) for r in records]
+
 
 def test_search_cli_refuses_a_run_with_other_settings(tiny_data, tmp_path):
     from nasx.cli import main

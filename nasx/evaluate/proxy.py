@@ -26,7 +26,12 @@ from torch import nn
 from nasx.evaluate.cost import count_detector_macs, count_params, measure_latency
 from nasx.evaluate.feature_cache import FeatureCache
 
-__all__ = ["ProxyConfig", "DecoderProxy"]
+__all__ = ["ProxyConfig", "DecoderProxy", "arch_key"]
+
+
+def arch_key(encoding) -> str:
+    """A short file-name-safe key of an architecture's encoding (for per-architecture files)."""
+    return hashlib.sha1(str(encoding).encode()).hexdigest()[:16]
 
 
 @dataclass
@@ -165,8 +170,7 @@ class DecoderProxy:
         return out
 
     def weights_path(self, encoding) -> Path:
-        key = hashlib.sha1(str(encoding).encode()).hexdigest()[:16]
-        return Path(self.weights_dir) / f"{key}.pt"
+        return Path(self.weights_dir) / f"{arch_key(encoding)}.pt"
 
     def save_weights(self, encoding, model) -> Path:
         from nasx.train.checkpoint import save_checkpoint

@@ -12,12 +12,13 @@ Stages, each resumable from what it left in the run directory ``out``:
 4. **retrain** — the baseline and the top-k decoders by reward are trained with the backbone on
    images, the same steps for all: backbone from stage 1, decoder from the weights it reached on
    the proxy task (``decoders/``; weight inheritance, so a CPU budget can afford the retraining),
-   then scored by COCO mAP on val (``retrained.jsonl``, ``retrain/<n>/last.pt``).
+   then scored by COCO mAP on val (``retrained.jsonl``, ``retrain/<hash of the encoding>/last.pt``).
 5. **report** — ``report.json``, ``pareto.png``, ``best.json`` and ``best.pt``.
 
 A run killed at any point (SIGKILL included) and started again with the same command continues:
 finished stages are skipped, training resumes from its checkpoint, and no finished evaluation
-is repeated. ``config.json`` records the settings; resuming with different ones is an error.
+is repeated. Once the search has ended (``search_done.json``) its candidates are final, even if
+the run is resumed with a larger budget. ``config.json`` records the settings; resuming with different ones is an error.
 """
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from nasx.evaluate.proxy import ProxyConfig
+from nasx.evaluate.proxy import ProxyConfig, arch_key
 
 __all__ = ["NasFcosRunConfig", "run_nas_fcos", "kendall_tau"]
 
@@ -294,10 +295,15 @@ class _Run:
         self.say(f"[3/5] search: {max(budget, 0) / 60:.1f} min for the controller (retraining will take about "
                  f"{retrain_estimate / 60:.1f} min), at least {self.cfg.min_archs} architectures")
         search = ControllerSearch(self.space, round_size=self.cfg.round_size, seed=self.cfg.seed)
-        with make_workers(self.cfg.workers) as workers:
-            summary = search.run(proxy, results, state_path=self.out / "search_state.pt", workers=workers,
-                                 budget_seconds=max(budget, 0.0), max_evaluations=self.cfg.max_archs,
-                                 min_evaluations=self.cfg.min_archs, progress=self.cfg.progress)
+        done = self.out / "search_done.json"
+        if done.exists():  # retraining has begun: the set of candidates is final
+            summary = json.loads(done.read_text())
+        else:
+            with make_workers(self.cfg.workers) as workers:
+                summary = search.run(proxy, results, state_path=self.out / "search_state.pt", workers=workers,
+                                     budget_seconds=max(budget, 0.0), max_evaluations=self.cfg.max_archs,
+                                     min_evaluations=self.cfg.min_archs, progress=self.cfg.progress)
+            _write_json(done, summary)
         failed = sum(1 for r in results if r.get("status") != "ok")
         self.say(f"[3/5] searched {summary['evaluated']} architectures in {summary['rounds']} rounds "
                  f"({failed} failed)")
@@ -321,7 +327,7 @@ class _Run:
                      f"for {self.cfg.retrain_steps} steps")
             model = self.build_detector(rec["encoding"], self.trunk_state)
             self.inherit_decoder(model, rec)
-            run_dir = self.out / "retrain" / name
+            run_dir = self.out / "retrain" / arch_key(rec["encoding"])
             meta = {"stage": "retrain", "arch": rec["encoding"], "input_size": list(self.input_size)}
             result = self.train_detector(model, self.train_aug, self.cfg.retrain_steps, run_dir, meta)
             loader = build_loader(self.val, 32, workers=1)
@@ -332,7 +338,7 @@ class _Run:
                               "latency_ms": latency, "retrain_s_per_step": result["s_per_step"],
                               "proxy_s_per_step": rec["s_per_step"], "checkpoint": str(run_dir / "last.pt")})
             self.say(f"      mAP {metrics['AP']:.3f} (AP50 {metrics['AP50']:.3f}), {rec['macs'] / 1e9:.3f} GMACs")
-        return [retrained.get(rec["encoding"]) for _, rec in todo]
+        return [dict(retrained.get(rec["encoding"]), name=name) for name, rec in todo]
 
     @staticmethod
     def inherit_decoder(model, rec: dict) -> None:
