@@ -102,36 +102,26 @@ class OpClock:
         return sum(v for k, v in self.seconds.items() if k.split(" ")[0] in names) * 1e3
 
 
-class _BackwardStart(torch.autograd.Function):
-    """Identity on an op's output; its backward, which runs first, starts the op's backward clock."""
-
-    @staticmethod
-    def forward(ctx, x, clock, name):
-        ctx.clock, ctx.name = clock, name
-        return x.view_as(x)
-
-    @staticmethod
-    def backward(ctx, grad):
-        ctx.clock._bwd_start[ctx.name] = time.perf_counter()
-        return grad, None, None
-
-
-class _BackwardEnd(torch.autograd.Function):
-    """Identity on an op's input; its backward, which runs right after the op's, stops the clock.
+class _BackwardMark(torch.autograd.Function):
+    """Identity; in backward it starts (``start=True``, placed on an op's output, so it runs first)
+    or stops (placed on the op's input, so it runs right after the op's own backward) the op's clock.
 
     The CPU autograd engine runs the ready node created last first, so every node between the
     two markers -- the op's own, and only those -- runs between their backwards."""
 
     @staticmethod
-    def forward(ctx, x, clock, name):
-        ctx.clock, ctx.name = clock, name
+    def forward(ctx, x, clock, name, start):
+        ctx.clock, ctx.name, ctx.start = clock, name, start
         return x.view_as(x)
 
     @staticmethod
     def backward(ctx, grad):
-        clock = ctx.clock
-        clock.seconds[f"{ctx.name} bwd"] += time.perf_counter() - clock._bwd_start.pop(ctx.name)
-        return grad, None, None
+        clock, now = ctx.clock, time.perf_counter()
+        if ctx.start:
+            clock._bwd_start[ctx.name] = now
+        else:
+            clock.seconds[f"{ctx.name} bwd"] += now - clock._bwd_start.pop(ctx.name)
+        return grad, None, None, None
 
 
 def timed(fn, clock: OpClock, name: str):
@@ -141,14 +131,14 @@ def timed(fn, clock: OpClock, name: str):
         first, rest = args[0], args[1:]
         track_bwd = torch.is_grad_enabled() and first.requires_grad
         if track_bwd:
-            first = _BackwardEnd.apply(first, clock, name)
+            first = _BackwardMark.apply(first, clock, name, False)
         start = time.perf_counter()
         out = fn(first, *rest, **kwargs)
         clock.seconds[f"{name} fwd"] += time.perf_counter() - start
         clock.calls[name] += 1
         clock.sizes[name] = tuple(first.shape)
         if track_bwd:
-            out = _BackwardStart.apply(out, clock, name)
+            out = _BackwardMark.apply(out, clock, name, True)
         return out
 
     return wrapper

@@ -196,3 +196,14 @@ def test_search_cli_refuses_a_run_with_other_settings(tiny_data, tmp_path):
     assert main(["search", "nas-fcos", "--data", str(tiny_data), "--out", str(out), *TINY_RUN]) == 1
     assert main(["search", "nas-fcos", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "r2"),
                  *TINY_RUN]) == 1
+
+
+def test_run_config_takes_the_optimizers_defaults():
+    from nasx.search.nas_fcos_pipeline import NasFcosRunConfig
+
+    assert (NasFcosRunConfig(data="d", out="o").lr, NasFcosRunConfig(data="d", out="o").weight_decay) == (2e-3, 0.05)
+    sgd = NasFcosRunConfig(data="d", out="o", optimizer="sgd")
+    assert (sgd.lr, sgd.weight_decay) == (0.02, 1e-4)
+    assert NasFcosRunConfig(data="d", out="o", optimizer="sgd", lr=0.01).lr == 0.01
+    with pytest.raises(ValueError, match="optimizer must be one of"):
+        NasFcosRunConfig(data="d", out="o", optimizer="lion")

@@ -48,7 +48,8 @@ def register(subparsers) -> None:
     s.add_argument("--meta-val", type=float, default=0.1, metavar="FRACTION", help="share of train held out for the reward")
     s.add_argument("--batch-size", type=int, default=16)
     s.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw", help="optimizer of the image training stages")
-    s.add_argument("--lr", type=float, default=2e-3, help="learning rate of the image training stages")
+    s.add_argument("--lr", type=float, default=None,
+                   help="learning rate of the image training stages (default: 0.002 AdamW, 0.02 SGD)")
     s.add_argument("--round-size", type=int, default=4, help="architectures per PPO update")
     s.add_argument("--top-k", type=int, default=8, help="searched decoders retrained on images")
     s.add_argument("--min-archs", type=int, default=20, help="architectures searched even past the budget")

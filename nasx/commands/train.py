@@ -22,11 +22,6 @@ def _datasets(root: Path, size: int):
             synth_dataset(root, "val", transforms=detection_transforms(False, size)))
 
 
-# Per optimizer: the learning rate and weight decay `nasx train` uses unless told otherwise.
-DEFAULT_LR = {"adamw": 2e-3, "sgd": 0.02}
-DEFAULT_WEIGHT_DECAY = {"adamw": 0.05, "sgd": 1e-4}
-
-
 def build_from_meta(meta: dict):
     """The detector a checkpoint's ``meta["build"]`` describes."""
     from nasx.models.detectors import FCOS_SIZE_RANGES
@@ -45,7 +40,7 @@ def _train(args) -> int:
 
     from nasx.data import build_loader
     from nasx.evaluate import count_params, evaluate_detector
-    from nasx.train import TrainConfig, train
+    from nasx.train import OPTIMIZER_DEFAULTS, TrainConfig, train
 
     torch.manual_seed(args.seed)
     train_set, val_set = _datasets(args.data, args.size)
@@ -62,9 +57,10 @@ def _train(args) -> int:
           f"{len(train_set)} training images")
     loader = build_loader(train_set, args.batch_size, shuffle=True, workers=args.workers, seed=args.seed,
                           drop_last=len(train_set) >= args.batch_size)
-    lr = args.lr if args.lr is not None else DEFAULT_LR[args.optimizer]
+    defaults = OPTIMIZER_DEFAULTS[args.optimizer]
+    lr = args.lr if args.lr is not None else defaults["lr"]
     config = TrainConfig(epochs=args.epochs, max_steps=args.max_steps, optimizer=args.optimizer, lr=lr,
-                         weight_decay=DEFAULT_WEIGHT_DECAY[args.optimizer], warmup_steps=args.warmup,
+                         weight_decay=defaults["weight_decay"], warmup_steps=args.warmup,
                          checkpoint_every=args.checkpoint_every, amp=not args.no_amp)
     result = train(model, loader, config, device=args.device, out_dir=args.out, resume=not args.restart, meta=meta)
     print(f"trained {result['steps']} steps, {result['images_per_s']:.1f} images/s")

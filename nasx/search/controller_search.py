@@ -28,6 +28,11 @@ from nasx.train.checkpoint import load_checkpoint, save_checkpoint
 __all__ = ["ControllerSearch"]
 
 
+def _scored(record: dict) -> bool:
+    """An evaluation that finished with a reward (not failed)."""
+    return record.get("status") == "ok" and record.get("reward") is not None
+
+
 class ControllerSearch:
     """Args:
         space: needs ``decision_sizes``, ``valid_counts`` and ``decode(choices)`` returning an
@@ -108,8 +113,7 @@ class ControllerSearch:
                     record.setdefault("status", "ok")
                     results.append(record)
                     done_keys.add(todo[i])
-                    bar.update(1, best=max((r["reward"] for r in results if r.get("reward") is not None),
-                                           default=float("nan")))
+                    bar.update(1, best=max((r["reward"] for r in results if _scored(r)), default=float("nan")))
                 rewards = self._rewards(archs, results)
                 stats = self.ppo.update(choices, log_prob, rewards)
                 self.round += 1
@@ -122,14 +126,10 @@ class ControllerSearch:
         return {"rounds": self.round, "evaluated": len(done_keys), "seconds": spent()}
 
     def _rewards(self, archs: list[str], results: ResultsLog) -> list[float]:
-        ok = [r["reward"] for r in results if r.get("status") == "ok" and r.get("reward") is not None]
+        ok = [r["reward"] for r in results if _scored(r)]
         worst = (min(ok) if ok else -10.0) - self.failure_penalty
-        out = []
-        for a in archs:
-            r = results.get(a)
-            out.append(float(r["reward"]) if r and r.get("status") == "ok" and r.get("reward") is not None else worst)
-        return out
+        records = [results.get(a) for a in archs]
+        return [float(r["reward"]) if r is not None and _scored(r) else worst for r in records]
 
     def best(self, results: ResultsLog, k: int = 1) -> list[dict]:
-        ok = [r for r in results if r.get("status") == "ok" and r.get("reward") is not None]
-        return sorted(ok, key=lambda r: -r["reward"])[:k]
+        return sorted((r for r in results if _scored(r)), key=lambda r: -r["reward"])[:k]

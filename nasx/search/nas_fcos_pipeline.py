@@ -26,7 +26,7 @@ import json
 import math
 import shutil
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional
 
@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from nasx.evaluate.proxy import ProxyConfig, arch_key
+from nasx.train.optim import OPTIMIZER_DEFAULTS
 
 __all__ = ["NasFcosRunConfig", "run_nas_fcos", "kendall_tau"]
 
@@ -70,8 +71,8 @@ class NasFcosRunConfig:
     retrain_steps: int = 80
     batch_size: int = 16
     optimizer: str = "adamw"
-    lr: float = 2e-3
-    weight_decay: float = 0.05
+    lr: Optional[float] = None            # None: the optimizer's default (nasx.train.OPTIMIZER_DEFAULTS)
+    weight_decay: Optional[float] = None
     proxy: ProxyConfig = field(default_factory=lambda: ProxyConfig(steps=30))
     round_size: int = 4
     top_k: int = 8
@@ -83,6 +84,11 @@ class NasFcosRunConfig:
     def __post_init__(self):
         if isinstance(self.proxy, dict):
             self.proxy = ProxyConfig(**self.proxy)
+        if self.optimizer not in OPTIMIZER_DEFAULTS:
+            raise ValueError(f"optimizer must be one of {sorted(OPTIMIZER_DEFAULTS)}, got {self.optimizer!r}")
+        for name, value in OPTIMIZER_DEFAULTS[self.optimizer].items():  # config.json records the value used
+            if getattr(self, name) is None:
+                setattr(self, name, value)
         if not 0 < self.meta_val_fraction < 1:
             raise ValueError(f"meta_val_fraction must be in (0, 1), got {self.meta_val_fraction}")
         if self.top_k < 1 or self.min_archs < self.top_k:
@@ -199,7 +205,7 @@ class _Run:
         return FCOS(backbone=trunk, neck=neck, head=head, num_classes=self.num_classes, **self.detector_kwargs())
 
     def train_detector(self, model, dataset, steps: int, out_dir: Path, meta: dict) -> dict:
-        """SGD on images (resumable from ``out_dir/last.pt``); returns the loop's summary plus
+        """Train on images (resumable from ``out_dir/last.pt``); returns the loop's summary plus
         ``s_per_step`` measured over the steps this call ran."""
         from nasx.data import build_loader
         from nasx.train import TrainConfig, train
@@ -223,8 +229,7 @@ class _Run:
                        progress=self.cfg.progress)
         ran = result["steps"] - before
         result["s_per_step"] = result["seconds"] / ran if ran > 0 else math.nan
-        (done.with_suffix(".tmp")).write_text(json.dumps(result) + "\n")
-        done.with_suffix(".tmp").replace(done)
+        _write_json(done, result)
         return result
 
     # -- stage 1 -----------------------------------------------------------------------------

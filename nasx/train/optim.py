@@ -7,7 +7,11 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["param_groups", "build_optimizer", "build_sgd", "warmup_cosine"]
+__all__ = ["OPTIMIZER_DEFAULTS", "param_groups", "build_optimizer", "build_sgd", "warmup_cosine"]
+
+# Learning rate and weight decay per optimizer, used wherever a caller does not choose its own:
+# SGD at the detection papers' values; AdamW at what trains a small detector from scratch.
+OPTIMIZER_DEFAULTS = {"adamw": {"lr": 2e-3, "weight_decay": 0.05}, "sgd": {"lr": 0.02, "weight_decay": 1e-4}}
 
 _NO_DECAY_TYPES = (nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm, nn.SyncBatchNorm)
 
