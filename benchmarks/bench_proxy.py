@@ -25,7 +25,7 @@ import torch
 
 from harness import Row, median_time, run_benchmark
 
-from nasx.models.detectors import FCOS, FCOS_SIZE_RANGES
+from nasx.models.detectors import FCOS
 from nasx.spaces.detectors import build_backbone
 from nasx.spaces.nas_fcos import BASELINE, NasFcosArch, NasFcosSpace
 
@@ -57,11 +57,9 @@ def rows_for(device: str, quick: bool) -> list[Row]:
         sizes = [(side, side)] * batch
         with torch.no_grad():
             cached = {k: v.detach() for k, v in trunk(images).items()}
-        scale = min(1.0, side / 512)
-        ranges = [(lo * scale, hi * scale) for lo, hi in FCOS_SIZE_RANGES]
         for i, arch in enumerate(archs):
             neck, head = space.build(arch, in_channels=trunk.channels, num_classes=4)
-            model = FCOS(backbone=trunk, neck=neck, head=head, num_classes=4, size_ranges=ranges).to(device).train()
+            model = FCOS(backbone=trunk, neck=neck, head=head, num_classes=4).to(device).train()
             decoder = list(model.neck.parameters()) + list(model.head.parameters())
             opt_decoder = torch.optim.AdamW(decoder, lr=1e-4)
             opt_all = torch.optim.AdamW(model.parameters(), lr=1e-4)

@@ -6,7 +6,7 @@
 
 The model: FCOS with the MobileNetV2 backbone (BN), an FPN of 64 channels, 8 classes, at
 320 x 320, built as ``nasx train --detector fcos --backbone mobilenet_v2 --size 320`` builds it
-(regression ranges scaled by min(1, 320 / 512)). The data: fixed synthetic batches of 8 random
+(FCOS' own regression ranges). The data: fixed synthetic batches of 8 random
 images with 1-6 random GT boxes each (loading is bench_data.py's business, not this one's).
 
 Rows:
@@ -52,7 +52,6 @@ import nasx.models.detectors.postprocess as postprocess_module  # noqa: E402
 from bench_targets import fcos_vectorised  # noqa: E402
 from harness import Row, write_results  # noqa: E402
 from nasx.evaluate import measure_latency  # noqa: E402
-from nasx.models.detectors import FCOS_SIZE_RANGES  # noqa: E402
 from nasx.spaces.detectors import build_detector  # noqa: E402
 from nasx.train import build_sgd  # noqa: E402
 
@@ -164,9 +163,8 @@ def use_ops(variant: str, clock: OpClock):
 # -- model and data ----------------------------------------------------------------------------
 def build_model() -> nn.Module:
     torch.manual_seed(0)
-    scale = min(1.0, SIZE / 512)  # as nasx/commands/train.py: FCOS' ranges are for ~800-pixel images
     return build_detector("fcos", backbone="mobilenet_v2", num_classes=NUM_CLASSES, fpn_channels=FPN_CHANNELS,
-                          norm=NORM, size_ranges=[(lo * scale, hi * scale) for lo, hi in FCOS_SIZE_RANGES])
+                          norm=NORM)
 
 
 def synthetic_batches(n: int, seed: int = 0) -> list:

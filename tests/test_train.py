@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from nasx.cli import main
+from nasx.commands.train import build_from_meta
 from nasx.data import build_loader, synth_dataset
 from nasx.data.synth import SynthConfig, write_synth_dataset
 from nasx.data.transforms import detection_transforms
@@ -24,7 +25,7 @@ def tiny_data(tmp_path_factory):
 def _model(seed=0):
     torch.manual_seed(seed)
     return build_detector("fcos", backbone="basicblock_8_1-21-21-21", num_classes=4, fpn_channels=16, norm="gn",
-                          head_convs=1, size_ranges=[(lo / 8, hi / 8) for lo, hi in FCOS_SIZE_RANGES])
+                          head_convs=1)
 
 
 def _loader(root, split, train_mode, batch=4):
@@ -124,6 +125,12 @@ def test_cli_train_then_eval(tiny_data, tmp_path, capsys):
     assert main(["eval", "--data", str(tiny_data), "--checkpoint", str(run / "last.pt"), "--workers", "0",
                  "--json"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == metrics
+    # FCOS keeps its stride-tied size ranges at any image size; checkpoints written before that
+    # (meta "range_scale") still rebuild the model they trained.
+    meta = load_checkpoint(run / "last.pt")["meta"]
+    assert "range_scale" not in meta["build"] and build_from_meta(meta).size_ranges == FCOS_SIZE_RANGES
+    old = {"build": {**meta["build"], "range_scale": 0.25}}
+    assert build_from_meta(old).size_ranges == tuple((lo / 4, hi / 4) for lo, hi in FCOS_SIZE_RANGES)
 
 
 def test_cli_errors(tmp_path, capsys):

@@ -29,6 +29,7 @@ def build_from_meta(meta: dict):
 
     kw = dict(meta["build"])
     name = kw.pop("detector")
+    # Checkpoints from before 2026-11-28 scaled FCOS' size ranges with the image size.
     scale = kw.pop("range_scale", None)
     if name == "fcos" and scale is not None:
         kw["size_ranges"] = [(lo * scale, hi * scale) for lo, hi in FCOS_SIZE_RANGES]
@@ -48,9 +49,6 @@ def _train(args) -> int:
              "norm": args.norm}
     if args.detector != "ssdlite":
         build["fpn_channels"] = args.fpn_channels
-    if args.detector == "fcos":
-        # FCOS' regression ranges are for ~800-pixel images; scale them with the input size.
-        build["range_scale"] = min(1.0, args.size / 512)
     meta = {"build": build, "size": args.size, "class_names": train_set.class_names}
     model = build_from_meta(meta)
     print(f"{args.detector} with backbone {args.backbone}: {count_params(model) / 1e6:.2f}M parameters, "

@@ -188,10 +188,9 @@ class _Run:
         self.input_size = tuple(-(-max(s[k] for s in shapes) // 32) * 32 for k in (0, 1))
 
     def detector_kwargs(self) -> dict:
-        from nasx.models.detectors import FCOS_SIZE_RANGES
-
-        scale = min(1.0, self.cfg.size / 512)  # FCOS' ranges are for ~800-pixel images
-        return {"size_ranges": [(lo * scale, hi * scale) for lo, hi in FCOS_SIZE_RANGES]}
+        # FCOS' own size ranges at every image size: they are tied to the strides (8 cells per
+        # level), so scaling them down with small images would push objects onto coarse levels.
+        return {}
 
     def build_detector(self, arch, trunk_state: Optional[dict] = None):
         from nasx.models.detectors import FCOS
