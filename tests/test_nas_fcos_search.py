@@ -198,6 +198,16 @@ def test_search_cli_refuses_a_run_with_other_settings(tiny_data, tmp_path):
                  *TINY_RUN]) == 1
 
 
+def test_a_moved_run_resumes_and_a_changed_setting_is_named(tmp_path):
+    from nasx.search.nas_fcos_pipeline import NasFcosRunConfig, _Run
+
+    _Run(NasFcosRunConfig(data="d", out=str(tmp_path / "a"))).check_config()
+    (tmp_path / "a").rename(tmp_path / "b")
+    _Run(NasFcosRunConfig(data="d", out=str(tmp_path / "b"))).check_config()      # moved: resumes
+    with pytest.raises(ValueError, match=r"other settings \(channels: 32 -> 64\)"):
+        _Run(NasFcosRunConfig(data="d", out=str(tmp_path / "b"), channels=64)).check_config()
+
+
 def test_run_config_takes_the_optimizers_defaults():
     from nasx.search.nas_fcos_pipeline import NasFcosRunConfig
 

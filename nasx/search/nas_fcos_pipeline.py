@@ -39,7 +39,8 @@ from nasx.train.optim import OPTIMIZER_DEFAULTS
 __all__ = ["NasFcosRunConfig", "run_nas_fcos", "kendall_tau"]
 
 # Settings that may change between a run and its resumption; any other change is an error.
-_RESUMABLE = {"budget_minutes", "device", "workers", "progress", "data"}
+# "out" is where the run is found, so a moved directory or another spelling of its path resumes.
+_RESUMABLE = {"budget_minutes", "device", "workers", "progress", "data", "out"}
 
 
 @dataclass
