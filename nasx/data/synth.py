@@ -29,9 +29,10 @@ Determinism: image ``i`` of a split is drawn from ``SeedSequence([seed, split, i
 so the same seed gives byte-identical images and JSON for any number of workers.
 
 Difficulty knobs live in :class:`SynthConfig`. The target is that a small FCOS trained from
-scratch for the demo's budget lands between 0.3 and 0.7 COCO mAP on ``val``; with the defaults
-(clutter, decoys, occlusion and textured backgrounds kept) FCOS with ``basicblock_16_1-21-21-21`` reaches 0.397 mAP in 11.6 CPU minutes (the
-README's Data section has the command and the calibration runs).
+scratch for the demo's budget lands between 0.3 and 0.7 COCO mAP on ``val``. With the defaults
+(clutter, decoys, occlusion and textured backgrounds kept), FCOS with ``basicblock_16_1-21-21-21``
+reaches 0.397 mAP in 11.6 CPU minutes (the README's Data section has the command and the
+calibration runs).
 """
 from __future__ import annotations
 
