@@ -30,6 +30,8 @@ def _nas_fcos(args) -> int:
 
 
 def register(subparsers) -> None:
+    from nasx.train.optim import LR_DEFAULTS_TEXT
+
     p = subparsers.add_parser("search", help="architecture searches (nas-fcos)")
     sub = p.add_subparsers(dest="pipeline", metavar="PIPELINE", required=True)
     s = sub.add_parser("nas-fcos", help="NAS-FCOS decoder search with a PPO-trained LSTM controller",
@@ -49,7 +51,7 @@ def register(subparsers) -> None:
     s.add_argument("--batch-size", type=int, default=16)
     s.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw", help="optimizer of the image training stages")
     s.add_argument("--lr", type=float, default=None,
-                   help="learning rate of the image training stages (default: 0.002 AdamW, 0.02 SGD)")
+                   help=f"learning rate of the image training stages (default: {LR_DEFAULTS_TEXT})")
     s.add_argument("--round-size", type=int, default=4, help="architectures per PPO update")
     s.add_argument("--top-k", type=int, default=8, help="searched decoders retrained on images")
     s.add_argument("--min-archs", type=int, default=20, help="architectures searched even past the budget")

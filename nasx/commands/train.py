@@ -91,6 +91,7 @@ def _eval(args) -> int:
 def register(subparsers) -> None:
     from nasx.models.layers import NORMS
     from nasx.spaces.detectors import DETECTORS
+    from nasx.train.optim import LR_DEFAULTS_TEXT
 
     p = subparsers.add_parser("train", help="train a detector on a COCO-format dataset",
                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -106,7 +107,7 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--optimizer", choices=("adamw", "sgd"), default="adamw",
                    help="AdamW learns a small detector from scratch in far fewer steps; SGD is the paper recipe")
-    p.add_argument("--lr", type=float, default=None, help="learning rate (default: 0.002 AdamW, 0.02 SGD)")
+    p.add_argument("--lr", type=float, default=None, help=f"learning rate (default: {LR_DEFAULTS_TEXT})")
     p.add_argument("--warmup", type=int, default=100, help="warm-up steps")
     p.add_argument("--checkpoint-every", type=int, default=200, metavar="STEPS")
     p.add_argument("--workers", type=int, default=1, help="data-loading processes")

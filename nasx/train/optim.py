@@ -13,6 +13,9 @@ __all__ = ["OPTIMIZER_DEFAULTS", "param_groups", "build_optimizer", "build_sgd",
 # SGD at the detection papers' values; AdamW at what trains a small detector from scratch.
 OPTIMIZER_DEFAULTS = {"adamw": {"lr": 2e-3, "weight_decay": 0.05}, "sgd": {"lr": 0.02, "weight_decay": 1e-4}}
 
+# For command-line help: "0.002 AdamW, 0.02 SGD".
+LR_DEFAULTS_TEXT = ", ".join(f"{d['lr']:g} {'AdamW' if k == 'adamw' else 'SGD'}" for k, d in OPTIMIZER_DEFAULTS.items())
+
 _NO_DECAY_TYPES = (nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm, nn.SyncBatchNorm)
 
 
