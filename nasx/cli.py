@@ -30,7 +30,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (OSError, ValueError) as e:  # bad input: a message, not a traceback (NASX_DEBUG=1 shows it)
+    # Bad input or a missing optional dependency: a message, not a traceback (NASX_DEBUG=1 shows it).
+    except (OSError, ValueError, ImportError) as e:
         if os.environ.get("NASX_DEBUG"):
             raise
         print(f"nasx {args.command}: error: {e}", file=sys.stderr)

@@ -24,7 +24,7 @@ def test_masked_choices_are_never_sampled():
     assert torch.isfinite(log_prob).all() and torch.isfinite(entropy).all() and (entropy > 0).all()
     # every sequence decodes to a valid architecture
     for row in choices[:20]:
-        space.decode(row.tolist())
+        space.from_indices(row.tolist())
     # the first FPN id has 3 valid choices out of 9: all three show up
     assert set(choices[:, 0].tolist()) == {0, 1, 2}
 

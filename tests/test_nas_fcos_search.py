@@ -1,5 +1,6 @@
-"""The NAS-FCOS pipeline: feature cache, proxy evaluator, controller search with resume, and a
-tiny end-to-end run killed with SIGKILL and resumed."""
+"""The NAS-FCOS pipeline: feature cache, proxy evaluator, and a tiny end-to-end run killed with
+SIGKILL and resumed, its best checkpoint scored by ``nasx eval``. (The search loop and its
+strategies on their own: tests/test_search_loop.py.)"""
 import json
 import os
 import pickle
@@ -16,8 +17,6 @@ from nasx.data.synth import SynthConfig, write_synth_dataset
 from nasx.data.transforms import detection_transforms
 from nasx.evaluate.feature_cache import FeatureCache
 from nasx.evaluate.proxy import DecoderProxy, ProxyConfig
-from nasx.search.controller_search import ControllerSearch
-from nasx.search.results import ResultsLog
 from nasx.spaces.detectors import build_backbone
 from nasx.spaces.nas_fcos import BASELINE, NasFcosArch, NasFcosSpace
 
@@ -76,75 +75,8 @@ def test_proxy_trains_a_decoder_on_cached_features(tiny_data, tmp_path):
         DecoderProxy(tmp_path / "cache", [], [1], space=NasFcosSpace(), num_classes=8, detector_kwargs={}, backbone={})
 
 
-class _Interrupt(BaseException):
-    pass
-
-
-def _toy_reward(encoding: str) -> dict:
-    arch = NasFcosArch.parse(encoding)
-    score = sum(b.op1 == "sep3x3" for b in arch.fpn) - 0.1 * arch.share_from
-    if arch.head_op == "deform3x3" and arch.share_from == 6:
-        raise FloatingPointError("diverged")
-    return {"status": "ok", "reward": float(score)}
-
-
-def test_controller_search_resumes_without_repeating(tmp_path):
-    space = NasFcosSpace(channels=8)
-
-    def search_run(out, evaluator, max_evaluations=14):
-        results = ResultsLog(out / "results.jsonl")
-        search = ControllerSearch(space, round_size=3, seed=5)
-        search.run(evaluator, results, state_path=out / "state.pt", max_evaluations=max_evaluations, progress=False)
-        return results
-
-    full = search_run(tmp_path / "full", _toy_reward)
-
-    calls = []
-
-    def dying(encoding):
-        calls.append(encoding)
-        if len(calls) == 8:  # killed in the middle of the third round
-            raise _Interrupt
-        return _toy_reward(encoding)
-
-    with pytest.raises(_Interrupt):
-        search_run(tmp_path / "cut", dying)
-    assert len(ResultsLog(tmp_path / "cut" / "results.jsonl")) == 7
-    resumed_calls = []
-
-    def counting(encoding):
-        resumed_calls.append(encoding)
-        return _toy_reward(encoding)
-
-    resumed = search_run(tmp_path / "cut", counting)
-    assert not set(resumed_calls) & set(calls[:7])  # nothing evaluated twice
-    assert [r["encoding"] for r in resumed] == [r["encoding"] for r in full] or \
-        sorted(r["encoding"] for r in resumed) == sorted(r["encoding"] for r in full)
-    assert len({r["encoding"] for r in resumed}) == len(resumed) >= 14
-
-
-def test_failed_candidates_are_recorded_and_penalised(tmp_path):
-    space = NasFcosSpace(channels=8)
-    fails = {"n": 0}
-
-    def flaky(encoding):
-        fails["n"] += 1
-        if fails["n"] % 3 == 0:
-            raise RuntimeError("out of memory")
-        return {"status": "ok", "reward": -1.0}
-
-    from nasx.search.workers import InlineWorkers
-
-    results = ResultsLog(tmp_path / "r.jsonl")
-    search = ControllerSearch(space, round_size=3, seed=0)
-    search.run(flaky, results, state_path=tmp_path / "s.pt", workers=InlineWorkers(), max_evaluations=6, progress=False)
-    failed = [r for r in results if r["status"] == "failed"]
-    assert len(failed) == 2 and all("RuntimeError: out of memory" in r["error"] for r in failed)
-    assert search._rewards([failed[0]["encoding"]], results) == [-1.0 - search.failure_penalty]
-
-
 TINY_RUN = ["--size", "64", "--backbone", TINY_BACKBONE, "--channels", "8", "--backbone-steps", "6",
-            "--retrain-steps", "3", "--proxy-steps", "3", "--batch-size", "4", "--round-size", "2",
+            "--retrain-steps", "3", "--proxy-steps", "3", "--proxy-batch-size", "4", "--batch-size", "4", "--round-size", "2",
             "--top-k", "2", "--min-archs", "6", "--budget-minutes", "0.01", "--quiet"]
 
 
@@ -179,6 +111,11 @@ def test_end_to_end_search_survives_sigkill(tiny_data, tmp_path):
     assert (out / "pareto.png").stat().st_size > 0 and (out / "best.pt").is_file()
     best = json.loads((out / "best.json").read_text())
     NasFcosArch.parse(best["arch"])
+    # the best checkpoint says how to rebuild its detector: `nasx eval` scores it as it is
+    scored = subprocess.run([sys.executable, "-m", "nasx", "eval", "--data", str(tiny_data), "--checkpoint",
+                             str(out / "best.pt"), "--json"], env=env, capture_output=True, text=True, timeout=300)
+    assert scored.returncode == 0, scored.stderr[-3000:]
+    assert json.loads(scored.stdout)["AP"] == pytest.approx(report["best"]["map"], abs=1e-6)
 
     # resumed with a larger budget after the search ended: the candidates stay final
     more = [c if c != "0.01" else "5" for c in cmd]
@@ -199,21 +136,59 @@ def test_search_cli_refuses_a_run_with_other_settings(tiny_data, tmp_path):
 
 
 def test_a_moved_run_resumes_and_a_changed_setting_is_named(tmp_path):
-    from nasx.search.nas_fcos_pipeline import NasFcosRunConfig, _Run
+    from nasx.pipelines.nas_fcos import RESUMABLE, NasFcosConfig
+    from nasx.pipelines.rundir import RunDir
 
-    _Run(NasFcosRunConfig(data="d", out=str(tmp_path / "a"))).check_config()
+    def run_dir(name, **kw):
+        return RunDir(tmp_path / name, pipeline="nas-fcos", config=NasFcosConfig(data="d", out=str(tmp_path / name), **kw),
+                      resumable=RESUMABLE)
+
+    run_dir("a").freeze_config()
     (tmp_path / "a").rename(tmp_path / "b")
-    _Run(NasFcosRunConfig(data="d", out=str(tmp_path / "b"))).check_config()      # moved: resumes
+    run_dir("b", workers=2, budget_minutes=30).freeze_config()       # moved, more workers and time: resumes
     with pytest.raises(ValueError, match=r"other settings \(channels: 32 -> 64\)"):
-        _Run(NasFcosRunConfig(data="d", out=str(tmp_path / "b"), channels=64)).check_config()
+        run_dir("b", channels=64).freeze_config()
+    with pytest.raises(ValueError, match=r"other settings \(proxy: .*'steps': 30.*'steps': 31"):
+        run_dir("b", proxy=ProxyConfig(steps=31)).freeze_config()
+    other = RunDir(tmp_path / "b", pipeline="sm-nas", config=NasFcosConfig(data="d", out="b"))
+    with pytest.raises(ValueError, match="holds a nas-fcos run, not sm-nas"):
+        other.freeze_config()
 
 
 def test_run_config_takes_the_optimizers_defaults():
-    from nasx.search.nas_fcos_pipeline import NasFcosRunConfig
+    from nasx.pipelines.nas_fcos import NasFcosConfig
 
-    assert (NasFcosRunConfig(data="d", out="o").lr, NasFcosRunConfig(data="d", out="o").weight_decay) == (2e-3, 0.05)
-    sgd = NasFcosRunConfig(data="d", out="o", optimizer="sgd")
+    assert (NasFcosConfig(data="d", out="o").lr, NasFcosConfig(data="d", out="o").weight_decay) == (2e-3, 0.05)
+    sgd = NasFcosConfig(data="d", out="o", optimizer="sgd")
     assert (sgd.lr, sgd.weight_decay) == (0.02, 1e-4)
-    assert NasFcosRunConfig(data="d", out="o", optimizer="sgd", lr=0.01).lr == 0.01
+    assert NasFcosConfig(data="d", out="o", optimizer="sgd", lr=0.01).lr == 0.01
     with pytest.raises(ValueError, match="optimizer must be one of"):
-        NasFcosRunConfig(data="d", out="o", optimizer="lion")
+        NasFcosConfig(data="d", out="o", optimizer="lion")
+
+
+def test_every_setting_has_a_flag():
+    """The CLI is generated from the config: each field (nested proxy fields too) is a flag with help."""
+    import dataclasses
+
+    from nasx.cli import build_parser
+    from nasx.pipelines.nas_fcos import NasFcosConfig
+
+    parser = build_parser()
+    search = next(a for a in parser._actions if a.dest == "command").choices["search"]
+    nas_fcos = next(a for a in search._actions if a.dest == "pipeline").choices["nas-fcos"]
+    flags = {o for a in nas_fcos._actions for o in a.option_strings}
+    for f in dataclasses.fields(NasFcosConfig):
+        if dataclasses.is_dataclass(f.type) or f.name == "proxy":
+            for g in dataclasses.fields(ProxyConfig):
+                name = g.name.replace("_", "-")
+                assert (f"--no-proxy-{name}" if g.type in (bool, "bool") else f"--proxy-{name}") in flags
+        else:
+            assert f.metadata.get("flag", "--" + f.name.replace("_", "-")) in flags, f.name
+    assert {"--backbone-norm", "--weight-decay", "--backend", "--ray-address", "--strategy"} <= flags
+    args = parser.parse_args(["search", "nas-fcos", "--data", "d", "--out", "o", "--weight-decay", "0.01",
+                              "--proxy-lr", "0.005", "--quiet", "--meta-val", "0.2"])
+    from nasx.commands.config_flags import config_from_args
+
+    cfg = config_from_args(NasFcosConfig, args)
+    assert (cfg.weight_decay, cfg.proxy.lr, cfg.progress, cfg.meta_val_fraction) == (0.01, 0.005, False, 0.2)
+    assert cfg.proxy.steps == 30 and cfg.backbone_norm == "gn"          # defaults come from the dataclass

@@ -18,7 +18,7 @@ torch.set_num_threads(1)
 
 IN_CHANNELS = {"c3": 16, "c4": 24, "c5": 32}
 SPACE = NasFcosSpace(channels=16)
-SAMPLED = [SPACE.sample(random.Random(seed)) for seed in range(30)]
+SAMPLED = [SPACE.arch(SPACE.sample(random.Random(seed))) for seed in range(30)]
 ARCHS = [NasFcosArch.parse(BASELINE), NasFcosArch.parse(NAS_FCOS_PUBLISHED), *SAMPLED]
 IDS = ["baseline", "published", *[f"sample{i}" for i in range(len(SAMPLED))]]
 
@@ -96,10 +96,12 @@ def test_round_trips(arch):
     assert NasFcosArch.parse(text) == arch
     assert NasFcosArch.parse(text.replace(",", " , ").replace("[", "[ ")) == arch
     assert NasFcosArch.from_dict(json.loads(json.dumps(arch.to_dict()))) == arch
-    choices = SPACE.encode(arch)
+    choices = SPACE.to_indices(arch)
     assert len(choices) == len(SPACE.decisions()) == 62
-    assert SPACE.decode(choices) == arch
+    assert SPACE.arch(SPACE.from_indices(choices)) == arch
     assert all(0 <= c < v for c, v in zip(choices, SPACE.valid_counts))
+    mapping = SPACE.decode(text)                                   # the Space interface: {label: choice}
+    assert SPACE.encode(mapping) == SPACE.encode(arch) == text and mapping["share_from"] == arch.share_from
 
 
 def test_named_architectures():
@@ -151,11 +153,16 @@ def test_invalid_dict_and_choices_are_explained():
     with pytest.raises(EncodingError, match="head: expected 5 blocks, got 4"):
         NasFcosArch.from_dict({**d, "head": d["head"][:4]})
     with pytest.raises(EncodingError, match="expected 62 choices, got 3"):
-        SPACE.decode([0, 0, 0])
-    choices = SPACE.encode(NasFcosArch.parse(BASELINE))
+        SPACE.from_indices([0, 0, 0])
+    choices = SPACE.to_indices(NasFcosArch.parse(BASELINE))
     choices[0] = 3                                                 # fpn1.id1: the pool has c3, c4, c5 only
     with pytest.raises(EncodingError, match=r"choice 0 \(fpn1.id1\) is 3, expected 0..2"):
-        SPACE.decode(choices)
+        SPACE.from_indices(choices)
+    mapping = SPACE.decode(BASELINE)
+    with pytest.raises(EncodingError, match=r"fpn1.op1 is 'conv7x7'; expected one of"):
+        SPACE.encode({**mapping, "fpn1.op1": "conv7x7"})
+    with pytest.raises(EncodingError, match=r"missing labels \['share_from'\]"):
+        SPACE.encode({k: v for k, v in mapping.items() if k != "share_from"})
     with pytest.raises(EncodingError, match="got int"):
         NasFcosArch.parse(5)
 
@@ -177,11 +184,11 @@ def test_decision_sequence_is_static_and_pool_aware():
 def test_sampling_is_seeded_and_covers_the_valid_choices():
     assert SPACE.sample(random.Random(3)) == SPACE.sample(random.Random(3))
     np = pytest.importorskip("numpy")
-    assert isinstance(SPACE.sample(np.random.default_rng(0)), NasFcosArch)
+    assert isinstance(SPACE.arch(SPACE.sample(np.random.default_rng(0))), NasFcosArch)
     seen = [set() for _ in SPACE.decisions()]
     rng = random.Random(0)
     for _ in range(300):
-        for s, c in zip(seen, SPACE.encode(SPACE.sample(rng))):
+        for s, c in zip(seen, SPACE.to_indices(SPACE.sample(rng))):
             s.add(c)
     assert [len(s) for s in seen] == SPACE.valid_counts
 
@@ -190,7 +197,7 @@ def test_mutate_changes_exactly_one_decision():
     rng = random.Random(1)
     for arch in ARCHS[:10]:
         child = SPACE.mutate(arch, rng)
-        diff = [a != b for a, b in zip(SPACE.encode(arch), SPACE.encode(child))]
+        diff = [a != b for a, b in zip(SPACE.to_indices(arch), SPACE.to_indices(child))]
         assert sum(diff) == 1
 
 

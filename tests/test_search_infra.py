@@ -1,12 +1,9 @@
-"""results.jsonl (durable lines, a kill mid-write), the workers backend, Kendall tau."""
+"""results.jsonl (durable lines, a kill mid-write) and the local workers backends."""
 import json
-import math
 import os
 
-import numpy as np
 import pytest
 
-from nasx.search.nas_fcos_pipeline import kendall_tau
 from nasx.search.results import ResultsLog
 from nasx.search.workers import InlineWorkers, ProcessWorkers, make_workers
 
@@ -76,16 +73,3 @@ def test_process_workers_survive_a_dead_worker():
         out = dict(pool.map_unordered(_die, [0, 1, 2, 3]))
     assert out[1]["status"] == "failed" and "died" in out[1]["error"]
     assert [out[i]["value"] for i in (0, 2, 3)] == [0, 2, 3]  # only the item that killed its worker fails
-
-
-def test_kendall_tau_matches_scipy():
-    scipy_stats = pytest.importorskip("scipy.stats")
-    rng = np.random.default_rng(0)
-    for n in (2, 5, 9, 30):
-        x, y = rng.normal(size=n), rng.normal(size=n)
-        y[: n // 3] = y[0]  # ties on one side
-        assert kendall_tau(x, y) == pytest.approx(scipy_stats.kendalltau(x, y).statistic, abs=1e-12)
-    assert kendall_tau([1, 2, 3], [1, 2, 3]) == pytest.approx(1.0)
-    assert math.isnan(kendall_tau([1, 1, 1], [1, 2, 3]))
-    with pytest.raises(ValueError, match="equal length"):
-        kendall_tau([1, 2], [1, 2, 3])

@@ -3,9 +3,10 @@ contact sheet of any COCO-format split with its boxes."""
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
+
+from nasx.progress import Progress
 
 __all__ = ["register"]
 
@@ -48,16 +49,39 @@ def run_synth(args: argparse.Namespace) -> int:
     from nasx.data.synth import SynthConfig, write_synth_dataset
 
     config = SynthConfig(size=args.size, image_format=args.format, classes=args.classes)
-    interactive = sys.stderr.isatty()
+    # One bar per split on stderr (Progress redraws a line on a terminal and logs lines elsewhere).
+    # A split's bar opens when the one before it finishes, so its rate counts only its own images.
+    totals = {split: n for split, n in (("train", args.train), ("val", args.val)) if n > 0}
+    bars: dict = {}
+
+    def open_next() -> None:
+        for split, n in totals.items():
+            if split not in bars:
+                bars[split] = Progress(n, f"  {split}", unit="img")
+                return
 
     def progress(split, done, total):
-        if interactive:
-            end = "\n" if done == total else ""
-            print(f"\r  {split}: {done}/{total} images", end=end, file=sys.stderr, flush=True)
+        bar = bars.get(split)
+        if bar is None:  # not the split expected next: open its bar now
+            bar = bars[split] = Progress(total, f"  {split}", unit="img")
+        bar.update(done - bar.done)
+        if done >= total:
+            bar.close()
+            open_next()
 
     start = time.perf_counter()
-    summary = write_synth_dataset(args.out, train=args.train, val=args.val, seed=args.seed, config=config,
-                                  workers=args.workers, force=args.force, progress=progress)
+    open_next()
+    try:
+        summary = write_synth_dataset(args.out, train=args.train, val=args.val, seed=args.seed, config=config,
+                                      workers=args.workers, force=args.force, progress=progress)
+    except BaseException:
+        for bar in bars.values():
+            if bar.done == 0:
+                bar.enabled = False  # nothing drawn yet (e.g. DIR not empty): no empty bar above the error
+        raise
+    finally:
+        for bar in bars.values():
+            bar.close()  # a no-op for a finished bar
     print(f"wrote the nasx synthetic dataset (seed {args.seed}, {args.size}x{args.size}) to {summary['root']} "
           f"in {time.perf_counter() - start:.1f} s:")
     for split, s in summary["splits"].items():

@@ -6,11 +6,11 @@ import argparse
 import json
 import re
 
-__all__ = ["register", "parse_input_size"]
+__all__ = ["register", "parse_input_size", "arch_kwargs"]
 
 # Each detector's usual test-time input (H x W): COCO's 800 px short side at the 1333 px-ish
 # long side the FPN detectors are reported at (NAS-FCOS Table 2), SSDLite's 320 x 320.
-DEFAULT_INPUT = {"fcos": (800, 1088), "retinanet": (800, 1088), "ssdlite": (320, 320)}
+DEFAULT_INPUT = {"fcos": (800, 1088), "nas_fcos": (800, 1088), "retinanet": (800, 1088), "ssdlite": (320, 320)}
 PARTS = ("backbone", "neck", "head")
 
 
@@ -21,6 +21,15 @@ def parse_input_size(text: str) -> tuple[int, int]:
         raise ValueError(f"--input: expected HxW in pixels like 800x1088 (or one number for a square), got {text!r}")
     h = int(m.group(1))
     return h, int(m.group(2)) if m.group(2) else h
+
+
+def arch_kwargs(detector: str, arch) -> dict:
+    """``{"arch": arch}`` for a NAS-FCOS detector; an error if ``--arch`` is given to another."""
+    if arch is None:
+        return {}
+    if detector != "nas_fcos":
+        raise ValueError(f"--arch is the decoder of --detector nas_fcos; {detector} has no searched decoder")
+    return {"arch": arch}
 
 
 def register(subparsers) -> None:
@@ -39,6 +48,8 @@ def register(subparsers) -> None:
                    help="input size (default 800x1088 for fcos / retinanet, 320x320 for ssdlite)")
     p.add_argument("--fpn-channels", type=int, default=None, metavar="C", help="FPN channels (default 256)")
     p.add_argument("--norm", choices=NORMS, default="bn", help="backbone norm (default bn)")
+    p.add_argument("--arch", default=None, metavar="DECODER",
+                   help="nas_fcos only: the decoder's text, or baseline / nas_fcos (default baseline)")
     p.add_argument("--latency", action="store_true", help="also time a forward pass (batch 1, median of runs)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device for --latency (default cpu)")
     p.add_argument("--repeats", type=int, default=10, metavar="R", help="timed runs for --latency (default 10)")
@@ -62,6 +73,7 @@ def run_info(args: argparse.Namespace) -> int:
     kwargs = dict(backbone=args.backbone, num_classes=args.classes, norm=args.norm)
     if args.fpn_channels is not None:
         kwargs["fpn_channels"] = args.fpn_channels
+    kwargs.update(arch_kwargs(args.detector, args.arch))
     # Counting needs only shapes: build on the meta device unless the model has to run for real.
     with torch.device(args.device if args.latency else "meta"):
         model = build_detector(args.detector, **kwargs)

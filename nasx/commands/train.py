@@ -11,34 +11,31 @@ from pathlib import Path
 
 
 def _datasets(root: Path, size: int):
-    from nasx.data import synth_dataset
+    from nasx.data import coco_layout_dataset
     from nasx.data.transforms import detection_transforms
 
-    for split in ("train", "val"):
-        if not (root / "annotations" / f"instances_{split}.json").is_file():
-            raise ValueError(f"--data {root}: missing annotations/instances_{split}.json "
-                             f"(create a dataset with `nasx data synth --out {root}`)")
-    return (synth_dataset(root, "train", transforms=detection_transforms(True, size)),
-            synth_dataset(root, "val", transforms=detection_transforms(False, size)))
+    val = coco_layout_dataset(root, "val", transforms=detection_transforms(False, size))
+    return coco_layout_dataset(root, "train", transforms=detection_transforms(True, size)), val
 
 
 def build_from_meta(meta: dict):
     """The detector a checkpoint's ``meta["build"]`` describes."""
     from nasx.models.detectors import FCOS_SIZE_RANGES
-    from nasx.spaces.detectors import build_detector
+    from nasx.spaces.detectors import build_from_spec
 
-    kw = dict(meta["build"])
-    name = kw.pop("detector")
+    spec = dict(meta["build"])
     # Checkpoints from before 2026-11-28 scaled FCOS' size ranges with the image size.
-    scale = kw.pop("range_scale", None)
-    if name == "fcos" and scale is not None:
-        kw["size_ranges"] = [(lo * scale, hi * scale) for lo, hi in FCOS_SIZE_RANGES]
-    return build_detector(name, **kw)
+    scale = spec.pop("range_scale", None)
+    if spec.get("detector") == "fcos" and scale is not None:
+        spec["size_ranges"] = [(lo * scale, hi * scale) for lo, hi in FCOS_SIZE_RANGES]
+    return build_from_spec(spec)
 
 
 def _train(args) -> int:
     import torch
 
+    from nasx.atomic import write_json
+    from nasx.commands.info import arch_kwargs
     from nasx.data import build_loader
     from nasx.evaluate import count_params, evaluate_detector
     from nasx.train import OPTIMIZER_DEFAULTS, TrainConfig, train
@@ -46,7 +43,7 @@ def _train(args) -> int:
     torch.manual_seed(args.seed)
     train_set, val_set = _datasets(args.data, args.size)
     build = {"detector": args.detector, "backbone": args.backbone, "num_classes": train_set.num_classes,
-             "norm": args.norm}
+             "norm": args.norm, **arch_kwargs(args.detector, args.arch)}
     if args.detector != "ssdlite":
         build["fpn_channels"] = args.fpn_channels
     meta = {"build": build, "size": args.size, "class_names": train_set.class_names}
@@ -64,7 +61,7 @@ def _train(args) -> int:
     print(f"trained {result['steps']} steps, {result['images_per_s']:.1f} images/s")
     val_loader = build_loader(val_set, args.batch_size, workers=args.workers)
     metrics = evaluate_detector(model, val_set, val_loader, device=args.device, progress=True)
-    (Path(args.out) / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    write_json(Path(args.out) / "metrics.json", metrics, indent=2)
     print(" ".join(f"{k}={v:.3f}" for k, v in metrics.items()))
     return 0
 
@@ -101,6 +98,8 @@ def register(subparsers) -> None:
                    help="backbone encoding or name (resnet50, mobilenet_v2, ...)")
     p.add_argument("--norm", choices=NORMS, default="gn", help="backbone norm (gn / gn_ws train from scratch)")
     p.add_argument("--fpn-channels", type=int, default=64, metavar="C")
+    p.add_argument("--arch", default=None, metavar="DECODER",
+                   help="nas_fcos only: the decoder's text, or baseline / nas_fcos (default baseline)")
     p.add_argument("--size", type=int, default=128, help="shorter image side fed to the model")
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")

@@ -14,16 +14,25 @@ from nasx.data.voc import VOC_CLASSES, VOCDetection
 
 __all__ = [
     "CocoDetection", "VOCDetection", "VOC_CLASSES", "load_coco_json",
-    "SynthConfig", "write_synth_dataset", "synth_dataset",
+    "SynthConfig", "write_synth_dataset", "synth_dataset", "coco_layout_dataset",
     "Collate", "DetectionBatch", "collate_detection", "build_loader",
     "AnnotationError", "AnnotationWarning", "UnreadableImageError",
 ]
 
 
-def synth_dataset(root, split: str = "train", **kwargs) -> CocoDetection:
-    """The ``split`` of a dataset written by ``nasx data synth --out root``, read through the
-    same COCO reader as any other data (keyword arguments go to :class:`CocoDetection`)."""
+def coco_layout_dataset(root, split: str = "train", **kwargs) -> CocoDetection:
+    """The ``split`` of a dataset in COCO's layout — ``root/<split>/`` images and
+    ``root/annotations/instances_<split>.json``, what ``nasx data synth --out root`` writes —
+    read through :class:`CocoDetection` (keyword arguments go to it). A missing annotation file
+    is a ``ValueError`` that says how to make a dataset."""
     from pathlib import Path
 
     root = Path(root)
-    return CocoDetection(root / split, root / "annotations" / f"instances_{split}.json", **kwargs)
+    ann = root / "annotations" / f"instances_{split}.json"
+    if not ann.is_file():
+        raise ValueError(f"--data {root}: missing annotations/instances_{split}.json "
+                         f"(create a dataset with `nasx data synth --out {root}`)")
+    return CocoDetection(root / split, ann, **kwargs)
+
+
+synth_dataset = coco_layout_dataset  # the name the embedded dataset's docs use

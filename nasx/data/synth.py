@@ -50,6 +50,8 @@ import numpy as np
 from PIL import Image, ImageFilter
 from pycocotools import mask as mask_utils
 
+from nasx.atomic import write_text
+
 __all__ = ["SynthConfig", "CLASSES", "DECOYS", "SHAPE_CLASSES", "SHAPE_DECOYS", "categories", "render_image",
            "write_synth_dataset"]
 
@@ -549,7 +551,5 @@ def write_synth_dataset(
             pool.close()
             pool.join()
     for path, data in pending:
-        tmp = path.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(data, separators=(",", ":")))
-        os.replace(tmp, path)
+        write_text(path, json.dumps(data, separators=(",", ":")))
     return summary

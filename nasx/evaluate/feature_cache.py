@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from nasx.atomic import fsync_dir, write_json
 from nasx.progress import Progress
 
 __all__ = ["FeatureCache"]
@@ -136,10 +137,11 @@ class FeatureCache:
         meta = {"names": names, "shapes": {n: list(arrays[n].shape) for n in names}, "dtype": dtype,
                 "input_size": [H, W], "num_images": n_done, "fingerprint": fingerprint or {}}
         del arrays
-        (tmp / "meta.json").write_text(json.dumps(meta, indent=1) + "\n")  # last: marks the cache complete
+        write_json(tmp / "meta.json", meta)  # last: marks the cache complete
         if root.exists():
             shutil.rmtree(root)
         os.replace(tmp, root)
+        fsync_dir(root.parent)
         return cls(root)
 
     @staticmethod

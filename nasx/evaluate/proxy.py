@@ -12,10 +12,9 @@ evaluation runs inline, in a process pool or on a remote engine (see ``nasx.sear
 from __future__ import annotations
 
 import copy
-import hashlib
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -25,13 +24,9 @@ from torch import nn
 
 from nasx.evaluate.cost import count_detector_macs, count_params, measure_latency
 from nasx.evaluate.feature_cache import FeatureCache
+from nasx.spaces.space import arch_key
 
-__all__ = ["ProxyConfig", "DecoderProxy", "arch_key"]
-
-
-def arch_key(encoding) -> str:
-    """A short file-name-safe key of an architecture's encoding (for per-architecture files)."""
-    return hashlib.sha1(str(encoding).encode()).hexdigest()[:16]
+__all__ = ["ProxyConfig", "DecoderProxy"]
 
 
 @dataclass
@@ -43,16 +38,17 @@ class ProxyConfig:
     latency: also time the whole detector (batch 1) on the evaluating device.
     """
 
-    steps: int = 60
-    batch_size: int = 16
-    lr: float = 2e-3
-    weight_decay: float = 1e-4
-    warmup_steps: int = 10
-    polyak: float = 0.95
-    val_batch_size: int = 64
-    grad_clip: float = 10.0
-    latency: bool = True
-    seed: int = 0
+    steps: int = field(default=60, metadata={"help": "AdamW steps per candidate on cached features"})
+    batch_size: int = field(default=16, metadata={"help": "cached images per proxy step"})
+    lr: float = field(default=2e-3, metadata={"help": "proxy learning rate"})
+    weight_decay: float = field(default=1e-4, metadata={"help": "proxy weight decay (decoupled)"})
+    warmup_steps: int = field(default=10, metadata={"help": "linear warm-up steps of the proxy"})
+    polyak: float = field(default=0.95, metadata={"help": "decay of the weight average scored on meta-val "
+                                                          "(0: the last weights)"})
+    val_batch_size: int = field(default=64, metadata={"help": "cached images per meta-val loss batch"})
+    grad_clip: float = field(default=10.0, metadata={"help": "max gradient norm of the proxy"})
+    latency: bool = field(default=True, metadata={"help": "also time each candidate's whole detector (batch 1)"})
+    seed: int = field(default=0, metadata={"help": "seed of each candidate's initial weights and batches"})
 
     def __post_init__(self):
         if self.steps < 1 or self.batch_size < 1:

@@ -1,11 +1,21 @@
-"""Search strategies and their state. The search layer builds on ``nasx.ops``;
-``nasx.ops`` never imports it."""
+"""Search strategies behind one ask/tell interface, the one loop they run on, and what a search
+keeps: results.jsonl, the Pareto archive, the budget clock, the workers that evaluate.
+
+Layering: this package uses ``nasx.ops`` (Pareto kernels), ``nasx.atomic`` and
+``nasx.train.checkpoint``; it imports nothing of ``nasx.evaluate``, ``nasx.models`` or
+``nasx.data`` — spaces, evaluators and pipelines are handed in.
+"""
 from nasx.search.archive import ArchiveEntry, ParetoArchive
+from nasx.search.clock import BudgetClock
 from nasx.search.controller import LSTMController
-from nasx.search.controller_search import ControllerSearch
+from nasx.search.controller_strategy import ControllerStrategy
+from nasx.search.loop import best_records, run_search
 from nasx.search.ppo import PPO
+from nasx.search.random_search import RandomSearch
 from nasx.search.results import ResultsLog
+from nasx.search.strategy import Strategy, scored
 from nasx.search.workers import InlineWorkers, ProcessWorkers, Workers, make_workers
 
-__all__ = ["ArchiveEntry", "ControllerSearch", "InlineWorkers", "LSTMController", "PPO", "ParetoArchive",
-           "ProcessWorkers", "ResultsLog", "Workers", "make_workers"]
+__all__ = ["ArchiveEntry", "BudgetClock", "ControllerStrategy", "InlineWorkers", "LSTMController", "PPO",
+           "ParetoArchive", "ProcessWorkers", "RandomSearch", "ResultsLog", "Strategy", "Workers", "best_records",
+           "make_workers", "run_search", "scored"]

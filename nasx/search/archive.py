@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -18,6 +17,7 @@ from typing import Any, Mapping, Sequence
 import torch
 
 from nasx import ops
+from nasx.atomic import write_json
 
 __all__ = ["ArchiveEntry", "ParetoArchive"]
 
@@ -176,22 +176,8 @@ class ParetoArchive:
         return archive
 
     def save(self, path: str | os.PathLike) -> Path:
-        """Writes JSON atomically: a temporary file in the same folder, flushed to disk,
-        then renamed over ``path`` -- a crash mid-write leaves the previous file intact."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(self.to_dict(), indent=1)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w") as f:
-                f.write(text)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        """Writes JSON atomically (:mod:`nasx.atomic`): a crash mid-write leaves the previous file intact."""
+        return write_json(path, self.to_dict())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "ParetoArchive":

@@ -10,24 +10,14 @@ kill, and raises an error that names the file and the line.
 from __future__ import annotations
 
 import json
-import math
 import os
 import warnings
 from pathlib import Path
 from typing import Iterator, Optional
 
-__all__ = ["ResultsLog", "json_safe"]
+from nasx.atomic import json_safe
 
-
-def json_safe(value):
-    """JSON has no NaN/inf: write them as null so every line stays standard JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [json_safe(v) for v in value]
-    return value
+__all__ = ["ResultsLog"]
 
 
 class ResultsLog:

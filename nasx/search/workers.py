@@ -1,9 +1,11 @@
-"""Where candidate evaluations run: inline, or in local processes.
+"""Where candidate evaluations run: inline, in local processes, or on a Ray cluster.
 
 A strategy hands a :class:`Workers` an evaluator (a plain picklable callable ``item -> dict``)
 and a list of items and gets ``(index, result)`` pairs back as they finish. That is the whole
-interface, so a distributed engine (Ray, Dask, a job queue) plugs in as one more subclass with
-``map_unordered`` and the strategies do not change.
+interface, so a distributed engine plugs in as one more subclass with ``map_unordered`` and the
+strategies do not change: :class:`~nasx.search.ray_workers.RayWorkers` (``backend="ray"``, the
+optional ``nasx[ray]`` extra; Ray is imported only when one is made) runs them as Ray tasks on
+this machine or across a cluster. :func:`make_workers` picks one by name (:data:`BACKENDS`).
 
 An evaluator that raises does not stop the others: the pair carries ``{"status": "failed",
 "error": "<type>: <message>"}`` instead of a result.
@@ -15,12 +17,15 @@ import multiprocessing
 import traceback
 from typing import Callable, Iterable, Iterator
 
-__all__ = ["Workers", "InlineWorkers", "ProcessWorkers", "make_workers"]
+__all__ = ["BACKENDS", "Workers", "InlineWorkers", "ProcessWorkers", "make_workers"]
+
+#: The names :func:`make_workers` accepts ("auto": inline for one worker, else processes).
+BACKENDS = ("auto", "inline", "process", "ray")
 
 
 def _failure(exc: BaseException) -> dict:
     return {"status": "failed", "error": f"{type(exc).__name__}: {exc}",
-            "traceback": "".join(traceback.format_exception(exc))[-2000:]}
+            "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))[-2000:]}
 
 
 def _call(evaluator: Callable, item):
@@ -112,11 +117,27 @@ def _init_worker(threads: int) -> None:
     torch.set_num_threads(max(1, threads))
 
 
-def make_workers(workers: int, *, threads_per_worker: int | None = None) -> Workers:
-    """``InlineWorkers`` for ``workers <= 1``, else a ``ProcessWorkers`` pool."""
-    if workers <= 1:
+def make_workers(workers: int, *, backend: str = "auto", threads_per_worker: int | None = None,
+                 ray_address: str | None = None) -> Workers:
+    """The :class:`Workers` for ``backend`` (one of :data:`BACKENDS`) with ``workers`` at a time.
+
+    ``"auto"``: :class:`InlineWorkers` for ``workers <= 1``, else a :class:`ProcessWorkers` pool;
+    ``"inline"``, ``"process"``, ``"ray"`` (:class:`~nasx.search.ray_workers.RayWorkers`, which
+    joins the cluster at ``ray_address``, or starts a local one when it is ``None``) explicitly.
+    Each process or Ray task gets ``threads_per_worker`` torch threads (default: this machine's
+    cores divided by ``workers``).
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"make_workers: unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if backend == "auto":
+        backend = "inline" if workers <= 1 else "process"
+    if backend == "inline":
         return InlineWorkers()
     import os
 
-    threads = threads_per_worker or max(1, (os.cpu_count() or 1) // workers)
-    return ProcessWorkers(workers, threads=threads)
+    threads = threads_per_worker or max(1, (os.cpu_count() or 1) // max(1, workers))
+    if backend == "process":
+        return ProcessWorkers(workers, threads=threads)
+    from nasx.search.ray_workers import RayWorkers
+
+    return RayWorkers(workers, threads=threads, address=ray_address)

@@ -21,7 +21,8 @@ from nasx.models.necks import FPN, SSDLiteExtra
 from nasx.spaces.mbconv import MBConvEncoding
 from nasx.spaces.residual import ResidualEncoding
 
-__all__ = ["DETECTORS", "build_backbone", "build_detector", "build_fcos", "build_retinanet", "build_ssdlite"]
+__all__ = ["DETECTORS", "build_backbone", "build_detector", "build_fcos", "build_from_spec", "build_nas_fcos",
+           "build_retinanet", "build_ssdlite"]
 
 
 def build_backbone(encoding: str, *, norm: str = "bn", out_features=("c3", "c4", "c5")) -> nn.Module:
@@ -89,8 +90,25 @@ def build_ssdlite(*, backbone: str = "mobilenet_v2", num_classes: int, norm: str
     return SSDLite(backbone=features, neck=neck, head=head, box_generator=boxes, num_classes=num_classes, **kwargs)
 
 
+def build_nas_fcos(*, backbone: str, num_classes: int, arch: str = "baseline", fpn_channels: int = 64,
+                   norm: str = "gn", decoder_norm: str = "gn", **kwargs) -> FCOS:
+    """FCOS with a NAS-FCOS decoder: ``arch`` (the text of a
+    :class:`~nasx.spaces.nas_fcos.NasFcosArch`, or ``"baseline"`` / ``"nas_fcos"``) built
+    ``fpn_channels`` wide on the backbone's C3-C5. ``norm`` is the backbone's, ``decoder_norm`` the
+    decoder's. What ``nasx search nas-fcos`` trains and its checkpoints rebuild; other keyword
+    arguments go to :class:`FCOS`.
+    """
+    from nasx.spaces.nas_fcos import NasFcosSpace
+
+    trunk = build_backbone(backbone, norm=norm)
+    space = NasFcosSpace(channels=fpn_channels)
+    neck, head = space.build(arch, in_channels={n: trunk.channels[n] for n in ("c3", "c4", "c5")},
+                             num_classes=num_classes, norm=decoder_norm)
+    return FCOS(backbone=trunk, neck=neck, head=head, num_classes=num_classes, **kwargs)
+
+
 DETECTORS: dict[str, Callable[..., nn.Module]] = {"fcos": build_fcos, "retinanet": build_retinanet,
-                                                  "ssdlite": build_ssdlite}
+                                                  "ssdlite": build_ssdlite, "nas_fcos": build_nas_fcos}
 
 
 def build_detector(name: str, **kwargs) -> nn.Module:
@@ -98,3 +116,12 @@ def build_detector(name: str, **kwargs) -> nn.Module:
     if name not in DETECTORS:
         raise ValueError(f"unknown detector {name!r}; expected one of {sorted(DETECTORS)}")
     return DETECTORS[name](**kwargs)
+
+
+def build_from_spec(spec: dict) -> nn.Module:
+    """The detector a build spec describes: ``{"detector": name, **keyword arguments}``, as every
+    checkpoint nasx writes records it in ``meta["build"]`` (``nasx train``, every search)."""
+    if not isinstance(spec, dict) or "detector" not in spec:
+        raise ValueError(f"a detector build spec is a dict with a 'detector' name, got {spec!r}")
+    kwargs = dict(spec)
+    return build_detector(kwargs.pop("detector"), **kwargs)

@@ -27,7 +27,6 @@ Whitespace is ignored; :meth:`NasFcosArch.to_string` writes no spaces.
 """
 from __future__ import annotations
 
-import random
 import re
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Sequence
@@ -39,6 +38,7 @@ from nasx.models.layers.nas_fcos_ops import AGGS, OPS
 from nasx.models.layers.norm import NORMS
 from nasx.models.necks.searched_fpn import SearchedFPN
 from nasx.spaces.errors import EncodingError
+from nasx.spaces.space import Decision, Space
 
 __all__ = ["AGGS", "BASELINE", "Block", "Decision", "FPN_BLOCKS", "HEAD_BLOCKS", "HEAD_STAGES", "NAMED",
            "NAS_FCOS_PUBLISHED", "NasFcosArch", "NasFcosSpace", "OPS"]
@@ -245,29 +245,17 @@ NAS_FCOS_PUBLISHED = (
 NAMED = {"baseline": BASELINE, "nas_fcos": NAS_FCOS_PUBLISHED}
 
 
-@dataclass(frozen=True)
-class Decision:
-    """One step of the controller's sequence: ``choices`` outputs, of which the first ``valid``
-    are allowed at this step (fewer than ``choices`` only for pool ids)."""
-    name: str
-    kind: str           # "id", "op", "agg" or "share"
-    choices: int
-    valid: int
-
-
-def _randbelow(rng, n: int) -> int:
-    if hasattr(rng, "integers"):         # numpy.random.Generator
-        return int(rng.integers(n))
-    return rng.randrange(n)              # random.Random
-
-
-class NasFcosSpace:
-    """The decision sequence over :class:`NasFcosArch` and the modules it builds.
+class NasFcosSpace(Space):
+    """The NAS-FCOS decoder space as labelled decisions (:class:`nasx.spaces.space.Space`) over
+    :class:`NasFcosArch`, and the modules it builds.
 
     Decisions, in order: per FPN block t = 1..7 ``fpn{t}.id1, .id2, .op1, .op2, .agg``; then
     ``head0.op``; per head block t = 1..5 ``head{t}.id1 ... .agg``; then ``share_from``
-    (62 decisions). Choice i of an op decision is ``OPS[i]``, of an aggregation ``AGGS[i]``, of a
-    pool id the id itself, of ``share_from`` the index itself.
+    (62 decisions). Options: pool ids (only those in the pool at that block; the controller's
+    outputs for ids are the largest pool's, ``size``), op names :data:`OPS`, aggregations
+    :data:`AGGS`, and ``share_from`` 0..6. The canonical text is :meth:`NasFcosArch.to_string`;
+    ``from_text`` also takes the names of :data:`NAMED`. ``encode``, ``to_indices``, ``mutate``
+    and ``build`` take a :class:`NasFcosArch` as well as the mapping; :meth:`arch` converts.
 
     Args:
         channels: width of every decoder op (64 in the paper's proxy task).
@@ -280,93 +268,69 @@ class NasFcosSpace:
         steps: list[Decision] = []
 
         def block(prefix: str, pool: int, max_pool: int):
-            steps.extend([Decision(f"{prefix}.id1", "id", max_pool, pool), Decision(f"{prefix}.id2", "id", max_pool, pool),
-                          Decision(f"{prefix}.op1", "op", len(OPS), len(OPS)),
-                          Decision(f"{prefix}.op2", "op", len(OPS), len(OPS)),
-                          Decision(f"{prefix}.agg", "agg", len(AGGS), len(AGGS))])
+            steps.extend([Decision(f"{prefix}.id1", tuple(range(pool)), max_pool, "id"),
+                          Decision(f"{prefix}.id2", tuple(range(pool)), max_pool, "id"),
+                          Decision(f"{prefix}.op1", OPS, kind="op"), Decision(f"{prefix}.op2", OPS, kind="op"),
+                          Decision(f"{prefix}.agg", AGGS, kind="agg")])
 
         for t in range(1, FPN_BLOCKS + 1):
             block(f"fpn{t}", fpn_pool_size(t), fpn_pool_size(FPN_BLOCKS))
-        steps.append(Decision("head0.op", "op", len(OPS), len(OPS)))
+        steps.append(Decision("head0.op", OPS, kind="op"))
         for t in range(1, HEAD_BLOCKS + 1):
             block(f"head{t}", head_pool_size(t), head_pool_size(HEAD_BLOCKS))
-        steps.append(Decision("share_from", "share", HEAD_STAGES + 1, HEAD_STAGES + 1))
+        steps.append(Decision("share_from", tuple(range(HEAD_STAGES + 1)), kind="share"))
         self._decisions = tuple(steps)
 
     def decisions(self) -> list[Decision]:
         return list(self._decisions)
 
-    def __len__(self) -> int:
-        return len(self._decisions)
-
-    @property
-    def decision_sizes(self) -> list[int]:
-        """The most choices of each decision (a controller's output sizes)."""
-        return [d.choices for d in self._decisions]
-
-    @property
-    def valid_counts(self) -> list[int]:
-        """The valid choices of each decision (``0 .. valid - 1``)."""
-        return [d.valid for d in self._decisions]
-
     def valid_choices(self, step: int) -> int:
         return self._decisions[step].valid
 
-    # -- choices <-> arch --------------------------------------------------------------------
-    def decode(self, choices: Sequence[int]) -> NasFcosArch:
-        """A list of choice indices (one per decision) -> the architecture."""
-        values = [int(c) for c in (choices.tolist() if hasattr(choices, "tolist") else choices)]
-        if len(values) != len(self._decisions):
-            raise EncodingError(f"NasFcosSpace.decode: expected {len(self._decisions)} choices, got {len(values)}")
-        for step, (v, d) in enumerate(zip(values, self._decisions)):
-            if not 0 <= v < d.valid:
-                raise EncodingError(f"NasFcosSpace.decode: choice {step} ({d.name}) is {v}, expected 0..{d.valid - 1}")
-        it = iter(values)
+    # -- mapping <-> NasFcosArch <-> text ------------------------------------------------------
+    def as_mapping(self, arch) -> dict:
+        if not isinstance(arch, NasFcosArch):
+            return arch
+        values: list = []
+        for b in arch.fpn:
+            values += list(b)
+        values.append(arch.head_op)
+        for b in arch.head:
+            values += list(b)
+        values.append(arch.share_from)
+        return {d.label: v for d, v in zip(self._decisions, values)}
+
+    def arch(self, value) -> NasFcosArch:
+        """A mapping, text (or a name of :data:`NAMED`) or :class:`NasFcosArch` -> :class:`NasFcosArch`."""
+        if isinstance(value, NasFcosArch):
+            return value
+        if isinstance(value, str):
+            return NasFcosArch.parse(value)
+        values = iter(self.check(value).values())
 
         def block() -> Block:
-            id1, id2, op1, op2, agg = (next(it) for _ in range(5))
-            return Block(id1, id2, OPS[op1], OPS[op2], AGGS[agg])
+            return Block(*(next(values) for _ in range(5)))
 
         fpn = tuple(block() for _ in range(FPN_BLOCKS))
-        head_op = OPS[next(it)]
+        head_op = next(values)
         head = tuple(block() for _ in range(HEAD_BLOCKS))
-        return NasFcosArch(fpn=fpn, head_op=head_op, head=head, share_from=next(it))
+        return NasFcosArch(fpn=fpn, head_op=head_op, head=head, share_from=next(values))
 
-    def encode(self, arch: NasFcosArch) -> list[int]:
-        """The architecture -> its list of choice indices (``decode(encode(a)) == a``)."""
-        arch = self._check_arch(arch, "encode")
-        out: list[int] = []
-        for b in arch.fpn:
-            out += [b.id1, b.id2, OPS.index(b.op1), OPS.index(b.op2), AGGS.index(b.agg)]
-        out.append(OPS.index(arch.head_op))
-        for b in arch.head:
-            out += [b.id1, b.id2, OPS.index(b.op1), OPS.index(b.op2), AGGS.index(b.agg)]
-        out.append(arch.share_from)
-        return out
+    def to_text(self, arch: dict) -> str:
+        return self.arch(arch).to_string()
 
-    def sample(self, rng=None) -> NasFcosArch:
-        """Every decision uniformly among its valid choices. ``rng``: ``random.Random``,
-        ``numpy.random.Generator`` or an int seed (None: a fresh unseeded ``random.Random``)."""
-        rng = random.Random(rng) if rng is None or _is_int(rng) else rng
-        return self.decode([_randbelow(rng, d.valid) for d in self._decisions])
-
-    def mutate(self, arch: NasFcosArch, rng=None) -> NasFcosArch:
-        """``arch`` with one decision, chosen uniformly, changed to a different valid choice."""
-        rng = random.Random(rng) if rng is None or _is_int(rng) else rng
-        choices = self.encode(arch)
-        movable = [i for i, d in enumerate(self._decisions) if d.valid > 1]
-        step = movable[_randbelow(rng, len(movable))]
-        new = _randbelow(rng, self._decisions[step].valid - 1)
-        choices[step] = new + (new >= choices[step])
-        return self.decode(choices)
+    def from_text(self, text: str) -> dict:
+        return self.as_mapping(NasFcosArch.parse(text))
 
     # -- modules -----------------------------------------------------------------------------
-    def build(self, arch: NasFcosArch | str, *, in_channels: dict[str, int], num_classes: int,
+    def build(self, arch, *, in_channels: dict[str, int], num_classes: int,
               norm: str = "gn") -> tuple[nn.Module, nn.Module]:
         """``(neck, head)`` for :class:`nasx.models.detectors.FCOS`: the neck maps
         ``{"c3", "c4", "c5"}`` (channels ``in_channels``) to ``{"p3", ..., "p7"}`` of
         ``self.channels``; the head obeys the FCOS head contract for ``num_classes`` classes."""
-        arch = self._check_arch(arch, "build")
+        if not isinstance(arch, (str, NasFcosArch, dict)):
+            raise TypeError(f"NasFcosSpace.build: expected a NasFcosArch, its text or its mapping, got {type(arch).__name__}")
+        arch = self.arch(arch)
         if norm not in NORMS:
             raise ValueError(f"NasFcosSpace.build: norm must be one of {NORMS}, got {norm!r}")
         missing = [n for n in ("c3", "c4", "c5") if n not in in_channels]
@@ -378,11 +342,3 @@ class NasFcosSpace:
                             blocks=[tuple(b) for b in arch.head], share_from=arch.share_from,
                             num_levels=len(neck.out_names), norm=norm)
         return neck, head
-
-    @staticmethod
-    def _check_arch(arch, who: str) -> NasFcosArch:
-        if isinstance(arch, str):
-            return NasFcosArch.parse(arch)
-        if not isinstance(arch, NasFcosArch):
-            raise TypeError(f"NasFcosSpace.{who}: expected a NasFcosArch or its text, got {type(arch).__name__}")
-        return arch

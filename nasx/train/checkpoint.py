@@ -1,11 +1,12 @@
-"""Checkpoints written atomically (a temporary file, then a rename): a run killed while
-saving keeps its previous checkpoint intact."""
+"""Checkpoints written atomically (through :mod:`nasx.atomic`): a run killed while saving keeps
+its previous checkpoint intact."""
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
+
+from nasx.atomic import save_torch
 
 __all__ = ["save_checkpoint", "load_checkpoint", "CheckpointError"]
 
@@ -15,14 +16,7 @@ class CheckpointError(ValueError):
 
 
 def save_checkpoint(state: dict, path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    with open(tmp, "rb") as f:  # flush to disk before the rename makes it visible
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    return path
+    return save_torch(state, path)
 
 
 def load_checkpoint(path, *, map_location="cpu", required_keys=("model",)) -> dict:

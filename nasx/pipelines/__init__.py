@@ -1,0 +1,38 @@
+"""Applications: one module per published search system, each only its own stages, on a shared
+kit — the run directory (settings freeze, stage markers, budget clock: :mod:`.rundir`),
+resumable training on images (:mod:`.training`), retrain-and-score (:mod:`.retrain`) and the
+report (:mod:`.report`). The strategies and the search loop they drive live in
+:mod:`nasx.search`; the evaluators in :mod:`nasx.evaluate`.
+
+:data:`PIPELINES` is what ``nasx search <name>`` offers: name -> (module, config class, run
+function, summary formatter, one-line help), imported when used.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import NamedTuple
+
+__all__ = ["PIPELINES", "Pipeline", "pipeline"]
+
+
+class Pipeline(NamedTuple):
+    module: str
+    config: str
+    run: str
+    summary: str
+    help: str
+
+
+PIPELINES = {
+    "nas-fcos": Pipeline("nasx.pipelines.nas_fcos", "NasFcosConfig", "run_nas_fcos", "format_summary",
+                         "NAS-FCOS: FPN + head search with an LSTM controller and PPO on cached backbone features"),
+}
+
+
+def pipeline(name: str):
+    """``(config class, run function, summary formatter)`` of a pipeline in :data:`PIPELINES`."""
+    if name not in PIPELINES:
+        raise ValueError(f"unknown pipeline {name!r}; expected one of {sorted(PIPELINES)}")
+    p = PIPELINES[name]
+    module = importlib.import_module(p.module)
+    return getattr(module, p.config), getattr(module, p.run), getattr(module, p.summary)

@@ -1,0 +1,74 @@
+"""Retrain-and-score: the last stage of every search. Each chosen architecture is built as a
+whole detector, trained the same number of steps on images, and scored: COCO mAP on val
+(pycocotools), parameters, MACs at the input size, batch-1 latency on the run's device.
+
+One line per architecture in ``retrained.jsonl`` (written as each finishes, so a resumed run
+retrains only what is missing); each detector's checkpoint records, in ``meta["build"]``, the
+:func:`nasx.spaces.detectors.build_detector` arguments that rebuild it, so ``nasx eval
+--checkpoint`` scores any of them.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Sequence
+
+import torch
+
+from nasx.pipelines.rundir import RunDir
+from nasx.pipelines.training import TrainRecipe, train_steps
+from nasx.search.results import ResultsLog
+from nasx.spaces.space import arch_key
+
+__all__ = ["Candidate", "retrain_and_score"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Candidate:
+    """name: how the report calls it ("baseline", "top1", ...). encoding: its canonical text.
+    build: keyword arguments of :func:`nasx.spaces.detectors.build_detector` (with ``detector``).
+    info: fields copied into its line (e.g. the search's reward for it)."""
+
+    name: str
+    encoding: str
+    build: dict
+    info: dict = field(default_factory=dict)
+
+
+def retrain_and_score(run: RunDir, candidates: Sequence[Candidate], *, train_set, val_set, steps: int,
+                      recipe: TrainRecipe, input_size: tuple[int, int], meta: Optional[dict] = None,
+                      prepare: Optional[Callable[[torch.nn.Module, Candidate], None]] = None,
+                      log_name: str = "retrained.jsonl", stage: str = "retrain") -> list[dict]:
+    """Retrain and score ``candidates`` (those already in ``log_name`` are not run again);
+    returns their lines in the order given. ``prepare(model, candidate)`` runs before training
+    (weight inheritance); ``meta`` goes into every checkpoint beside ``build``."""
+    from nasx.data import build_loader
+    from nasx.evaluate import count_detector_macs, count_params, evaluate_detector, measure_latency
+    from nasx.spaces.detectors import build_from_spec
+
+    lines = ResultsLog(run.path(log_name))
+    for n, cand in enumerate(candidates):
+        if cand.encoding in lines:
+            continue
+        log.info("[%s] %d/%d: %s, %d steps", stage, n + 1, len(candidates), cand.name, steps)
+        model = build_from_spec(cand.build)
+        if prepare is not None:
+            prepare(model, cand)
+        work = run.path(stage, arch_key(cand.encoding))
+        result = train_steps(model, train_set, steps=steps, out_dir=work, recipe=recipe, on_checkpoint=run.clock.tick,
+                             meta={**(meta or {}), "build": dict(cand.build), "stage": stage, "arch": cand.encoding,
+                                   "input_size": list(input_size)})
+        loader = build_loader(val_set, 32, workers=recipe.loader_workers)
+        metrics = evaluate_detector(model, val_set, loader, device=recipe.device)
+        model.cpu()
+        macs = count_detector_macs(model, tuple(input_size)).total
+        latency = measure_latency(model, torch.rand(1, 3, *input_size), device=recipe.device).median_ms
+        lines.append({"encoding": cand.encoding, "name": cand.name, "map": metrics["AP"], "metrics": metrics,
+                      "params": count_params(model), "macs": macs, "latency_ms": latency,
+                      "train_s_per_step": result["s_per_step"], "checkpoint": run.relative(work / "last.pt"),
+                      **cand.info})
+        run.clock.save()
+        log.info("      mAP %.3f (AP50 %.3f), %.3f GMACs", metrics["AP"], metrics["AP50"], macs / 1e9)
+    return [dict(lines.get(c.encoding), name=c.name) for c in candidates]

@@ -1,0 +1,92 @@
+"""The run directory every pipeline works in: frozen settings, stage markers, the budget clock.
+
+Layout (shared by all pipelines; each adds its own files)::
+
+    config.json        {"pipeline": name, **settings}: written once, compared on every resume
+    clock.json         seconds spent by every run of this directory (see BudgetClock)
+    stages/<name>.json a finished stage and what it measured; present = skipped on resume
+    results.jsonl      one line per evaluated architecture (nasx.search.results)
+    report.json        the pipeline's report, written last
+
+Settings are a pipeline's config dataclass. Resuming with different settings is an error that
+names what changed, except for the settings the pipeline declares resumable (budget, device,
+workers, ...: how to run, not what to compute); ``out`` is always resumable, so a moved run
+directory, or another spelling of its path, resumes.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+from pathlib import Path
+from typing import Iterable, Optional
+
+from nasx.atomic import read_json, write_json
+from nasx.search.clock import BudgetClock
+
+__all__ = ["RunDir"]
+
+log = logging.getLogger(__name__)
+
+
+class RunDir:
+    """Args:
+        out: the directory (created if missing).
+        pipeline: the pipeline's name, recorded so that another pipeline cannot resume the run.
+        config: the pipeline's config dataclass; a ``budget_minutes`` field sets the clock's budget.
+        resumable: names of settings that may differ on resume.
+    """
+
+    def __init__(self, out, *, pipeline: str, config, resumable: Iterable[str] = ()):
+        self.root = Path(out)
+        self.pipeline, self.config = pipeline, config
+        self.resumable = set(resumable) | {"out"}
+        budget = getattr(config, "budget_minutes", None)
+        self.clock = BudgetClock(self.root / "clock.json", budget_seconds=60.0 * budget if budget else float("inf"))
+
+    def path(self, *parts) -> Path:
+        return self.root.joinpath(*parts)
+
+    def settings(self) -> dict:
+        """``config.json``'s content: the pipeline's name and its settings as plain JSON."""
+        return {"pipeline": self.pipeline, **json.loads(json.dumps(dataclasses.asdict(self.config)))}
+
+    def freeze_config(self) -> None:
+        """Write ``config.json``, or check the settings against it (a ``ValueError`` naming the
+        changed settings). Call before anything else writes into the directory."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        path = self.path("config.json")
+        now = self.settings()
+        if path.exists():
+            before = read_json(path)
+            if before.get("pipeline", self.pipeline) != self.pipeline:
+                raise ValueError(f"{self.root} holds a {before['pipeline']} run, not {self.pipeline}; choose another --out")
+            changed = sorted(k for k in set(now) | set(before)
+                             if k not in self.resumable and now.get(k) != before.get(k))
+            if changed:
+                detail = ", ".join(f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in changed)
+                raise ValueError(f"{self.root} holds a run started with other settings ({detail}); resume it with "
+                                 f"the same settings or choose another --out")
+            log.info("resuming %s (%.1f of %.1f minutes spent)", self.root, self.clock.spent() / 60,
+                     self.clock.budget_seconds / 60)
+        write_json(path, now)
+
+    # -- stages ----------------------------------------------------------------------------------
+    def _marker(self, stage: str) -> Path:
+        return self.path("stages", f"{stage}.json")
+
+    def done(self, stage: str) -> Optional[dict]:
+        """What a finished stage recorded, or None if it has not finished."""
+        marker = self._marker(stage)
+        return read_json(marker) if marker.exists() else None
+
+    def mark_done(self, stage: str, info: Optional[dict] = None) -> dict:
+        """Record ``stage`` as finished (atomically, with the clock), so a resumed run skips it."""
+        info = dict(info or {})
+        write_json(self._marker(stage), info)
+        self.clock.save()
+        return info
+
+    def relative(self, path) -> str:
+        """``path`` relative to the run directory (stored in files, so a moved run still finds it)."""
+        return str(Path(path).relative_to(self.root))
