@@ -14,8 +14,8 @@ def _datasets(root: Path, size: int):
     from nasx.data import coco_layout_dataset
     from nasx.data.transforms import detection_transforms
 
-    val = coco_layout_dataset(root, "val", transforms=detection_transforms(False, size))
-    return coco_layout_dataset(root, "train", transforms=detection_transforms(True, size)), val
+    train = coco_layout_dataset(root, "train", transforms=detection_transforms(True, size))
+    return train, coco_layout_dataset(root, "val", transforms=detection_transforms(False, size))
 
 
 def build_from_meta(meta: dict):

@@ -134,8 +134,8 @@ class _NasFcos:
         from nasx.data.transforms import detection_transforms, resized_shape
 
         cfg, root = self.cfg, self.cfg.data
-        self.val = coco_layout_dataset(root, "val", transforms=detection_transforms(False, cfg.size))
         self.train_aug = coco_layout_dataset(root, "train", transforms=detection_transforms(True, cfg.size))
+        self.val = coco_layout_dataset(root, "val", transforms=detection_transforms(False, cfg.size))
         self.train_plain = coco_layout_dataset(root, "train", transforms=detection_transforms(False, cfg.size))
         self.num_classes, n = self.train_aug.num_classes, len(self.train_aug)
         if n < 10:
