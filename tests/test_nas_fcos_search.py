@@ -80,28 +80,38 @@ TINY_RUN = ["--size", "64", "--backbone", TINY_BACKBONE, "--channels", "8", "--b
             "--top-k", "2", "--min-archs", "6", "--budget-minutes", "0.01", "--quiet"]
 
 
-def test_end_to_end_search_survives_sigkill(tiny_data, tmp_path):
-    out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "nasx", "search", "nas-fcos", "--data", str(tiny_data), "--out", str(out), *TINY_RUN]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+def _killed_then_resumed(cmd, out, env, log):
+    """Start ``cmd``, SIGKILL it (and its process group: a local Ray cluster too) once the
+    baseline and two candidates are in results.jsonl, run it again to the end; returns the
+    records there before the kill and after the end."""
     results = out / "results.jsonl"
-    deadline = time.monotonic() + 240
-    while time.monotonic() < deadline and proc.poll() is None:
-        if results.exists() and len(results.read_text().splitlines()) >= 3:  # baseline + 2 searched
-            break
-        time.sleep(0.05)
-    assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read().decode()[-2000:]}"
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
+    with open(log, "wb") as err:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and proc.poll() is None:
+            if results.exists() and len(results.read_text().splitlines()) >= 3:  # baseline + 2 searched
+                break
+            time.sleep(0.05)
+        alive = proc.poll() is None
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert alive, f"the run ended before it could be killed: {log.read_text()[-2000:]}"
     before = [json.loads(line) for line in results.read_text().splitlines() if line.strip().endswith("}")]
-
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     records = [json.loads(line) for line in results.read_text().splitlines()]
     encodings = [r["encoding"] for r in records]
     assert len(encodings) == len(set(encodings))  # nothing evaluated twice
     assert encodings[: len(before)] == [r["encoding"] for r in before]  # nothing lost
+    return before, records
+
+
+def test_end_to_end_search_survives_sigkill(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "nasx", "search", "nas-fcos", "--data", str(tiny_data), "--out", str(out), *TINY_RUN]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    before, records = _killed_then_resumed(cmd, out, env, tmp_path / "stderr.txt")
+    results = out / "results.jsonl"
     report = json.loads((out / "report.json").read_text())
     assert report["searched"] >= 6 and report["kendall_tau_n"] == 3
     for key in ("arch", "map", "macs", "params", "latency_ms"):
@@ -192,3 +202,39 @@ def test_every_setting_has_a_flag():
     cfg = config_from_args(NasFcosConfig, args)
     assert (cfg.weight_decay, cfg.proxy.lr, cfg.progress, cfg.meta_val_fraction) == (0.01, 0.005, False, 0.2)
     assert cfg.proxy.steps == 30 and cfg.backbone_norm == "gn"          # defaults come from the dataclass
+
+
+TIMINGS = {"seconds", "s_per_step", "latency_ms"}
+
+
+def _comparable(records):
+    """Records by encoding without what depends on the clock or the run directory's path."""
+    return {r["encoding"]: {k: (os.path.basename(v) if k == "weights" else v) for k, v in r.items() if k not in TIMINGS}
+            for r in records}
+
+
+def test_ray_backend_survives_sigkill_and_matches_the_process_backend(tiny_data, tmp_path):
+    """`--backend ray --workers 2` on a local Ray cluster: SIGKILLed mid-search and resumed, nothing
+    is lost or repeated, and the records are those of the process backend with the same seed."""
+    pytest.importorskip("ray")
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    base = [sys.executable, "-m", "nasx", "search", "nas-fcos", "--data", str(tiny_data), *TINY_RUN, "--workers", "2"]
+    ray_out = tmp_path / "ray"
+    _, on_ray = _killed_then_resumed([*base, "--out", str(ray_out), "--backend", "ray"], ray_out, env,
+                                     tmp_path / "stderr.txt")
+    assert json.loads((ray_out / "report.json").read_text())["config"]["backend"] == "ray"
+    proc_out = tmp_path / "process"
+    done = subprocess.run([*base, "--out", str(proc_out), "--backend", "process"], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    on_processes = [json.loads(line) for line in (proc_out / "results.jsonl").read_text().splitlines()]
+    assert _comparable(on_ray) == _comparable(on_processes)
+
+
+def test_a_missing_ray_is_named_before_any_work(tiny_data, tmp_path, monkeypatch, capsys):
+    from nasx.cli import main
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    out = tmp_path / "run"
+    assert main(["search", "nas-fcos", "--data", str(tiny_data), "--out", str(out), *TINY_RUN, "--backend", "ray"]) == 1
+    assert "pip install 'nasx[ray]'" in capsys.readouterr().err and not out.exists()

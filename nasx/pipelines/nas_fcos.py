@@ -309,6 +309,9 @@ def format_summary(report: dict) -> str:
 
 def run_nas_fcos(cfg: NasFcosConfig) -> dict:
     """Run (or resume) the whole pipeline; returns the report."""
+    from nasx.search.workers import check_backend
+
+    check_backend(cfg.backend)
     torch.manual_seed(cfg.seed)
     run = _NasFcos(cfg)
     run.run.freeze_config()

@@ -12,10 +12,11 @@ from nasx.search.controller_strategy import ControllerStrategy
 from nasx.search.loop import best_records, run_search
 from nasx.search.ppo import PPO
 from nasx.search.random_search import RandomSearch
+from nasx.search.ray_workers import RayWorkers  # Ray itself is imported only when one is made
 from nasx.search.results import ResultsLog
 from nasx.search.strategy import Strategy, scored
-from nasx.search.workers import InlineWorkers, ProcessWorkers, Workers, make_workers
+from nasx.search.workers import BACKENDS, InlineWorkers, ProcessWorkers, Workers, make_workers
 
-__all__ = ["ArchiveEntry", "BudgetClock", "ControllerStrategy", "InlineWorkers", "LSTMController", "PPO",
-           "ParetoArchive", "ProcessWorkers", "RandomSearch", "ResultsLog", "Strategy", "Workers", "best_records",
-           "make_workers", "run_search", "scored"]
+__all__ = ["BACKENDS", "ArchiveEntry", "BudgetClock", "ControllerStrategy", "InlineWorkers", "LSTMController", "PPO",
+           "ParetoArchive", "ProcessWorkers", "RandomSearch", "RayWorkers", "ResultsLog", "Strategy", "Workers",
+           "best_records", "make_workers", "run_search", "scored"]

@@ -17,7 +17,7 @@ import multiprocessing
 import traceback
 from typing import Callable, Iterable, Iterator
 
-__all__ = ["BACKENDS", "Workers", "InlineWorkers", "ProcessWorkers", "make_workers"]
+__all__ = ["BACKENDS", "Workers", "InlineWorkers", "ProcessWorkers", "check_backend", "make_workers"]
 
 #: The names :func:`make_workers` accepts ("auto": inline for one worker, else processes).
 BACKENDS = ("auto", "inline", "process", "ray")
@@ -117,6 +117,16 @@ def _init_worker(threads: int) -> None:
     torch.set_num_threads(max(1, threads))
 
 
+def check_backend(backend: str) -> None:
+    """Fail now, not hours into a run, if ``backend`` is unknown or its engine is not installed."""
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if backend == "ray":
+        from nasx.search.ray_workers import _import_ray
+
+        _import_ray()
+
+
 def make_workers(workers: int, *, backend: str = "auto", threads_per_worker: int | None = None,
                  ray_address: str | None = None) -> Workers:
     """The :class:`Workers` for ``backend`` (one of :data:`BACKENDS`) with ``workers`` at a time.
@@ -127,8 +137,7 @@ def make_workers(workers: int, *, backend: str = "auto", threads_per_worker: int
     Each process or Ray task gets ``threads_per_worker`` torch threads (default: this machine's
     cores divided by ``workers``).
     """
-    if backend not in BACKENDS:
-        raise ValueError(f"make_workers: unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    check_backend(backend)
     if backend == "auto":
         backend = "inline" if workers <= 1 else "process"
     if backend == "inline":
