@@ -27,6 +27,17 @@ def test_info_macs_scale_with_the_input(capsys):
     assert 3.5 < sizes[1] / sizes[0] < 4.5  # ~ proportional to the pixels
 
 
+def test_info_of_a_searched_decoder(capsys):
+    """The builder the NAS-FCOS search writes into its checkpoints, by name from the CLI."""
+    counts = {}
+    for arch in ("baseline", "nas_fcos"):
+        assert main(["info", "--detector", "nas_fcos", "--backbone", TINY, "--arch", arch, "--classes", "3",
+                     "--input", "64", "--fpn-channels", "16", "--json"]) == 0
+        counts[arch] = json.loads(capsys.readouterr().out)["parts"]
+    assert counts["baseline"]["backbone"] == counts["nas_fcos"]["backbone"]
+    assert counts["baseline"]["neck"]["params"] != counts["nas_fcos"]["neck"]["params"]
+
+
 def test_info_table_and_latency(capsys):
     assert main(["info", "--detector", "ssdlite", "--backbone", "mb8_c8s1:k3e1-c16s2:k3e3-c16s2:k3e3-c24s2:k3e3-c32s2:k3e3_64",
                  "--classes", "2", "--input", "64", "--latency", "--repeats", "2"]) == 0
@@ -40,6 +51,8 @@ def test_info_table_and_latency(capsys):
     (["--backbone", "resnet50", "--input", "800by1088"], "--input: expected HxW"),
     (["--backbone", "resnet50", "--classes", "0"], "--classes: expected a positive"),
     (["--detector", "ssdlite", "--backbone", "mobilenet_v2", "--fpn-channels", "64"], "ssdlite has no FPN"),
+    (["--backbone", "resnet50", "--arch", "baseline"], "--arch is the decoder of --detector nas_fcos"),
+    (["--detector", "nas_fcos", "--backbone", TINY, "--arch", "[[1]]"], "invalid NAS-FCOS architecture"),
 ])
 def test_info_bad_input_is_one_line_and_exit_1(capsys, argv, message):
     assert main(["info", *argv]) == 1

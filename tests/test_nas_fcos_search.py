@@ -238,3 +238,25 @@ def test_a_missing_ray_is_named_before_any_work(tiny_data, tmp_path, monkeypatch
     out = tmp_path / "run"
     assert main(["search", "nas-fcos", "--data", str(tiny_data), "--out", str(out), *TINY_RUN, "--backend", "ray"]) == 1
     assert "pip install 'nasx[ray]'" in capsys.readouterr().err and not out.exists()
+
+
+def test_retraining_is_planned_from_the_candidates_proxy_step_times(tmp_path):
+    """A decoder twice as slow as the baseline on the proxy makes its share of an image step
+    twice as slow; the search stops early enough for the retraining of the best so far."""
+    from nasx.pipelines.nas_fcos import NasFcosConfig, _NasFcos
+    from nasx.search import ResultsLog
+
+    cfg = NasFcosConfig(data="d", out=str(tmp_path), top_k=2, min_archs=2, retrain_steps=10, batch_size=16,
+                        budget_minutes=1.0, proxy=ProxyConfig(batch_size=16))
+    run = _NasFcos(cfg)
+    results = ResultsLog(tmp_path / "results.jsonl")
+    results.append({"encoding": run.space.canonical("baseline"), "source": "baseline", "status": "ok", "reward": -1.0,
+                    "s_per_step": 0.1})
+    # stage 1: 0.2 s per image step, the baseline decoder 0.1 of it
+    assert run.retrain_seconds(results, 0.2) == pytest.approx(3 * (10 * 0.2 + 10))  # nothing searched yet
+    results.append({"encoding": "a", "source": "search", "status": "ok", "reward": -0.5, "s_per_step": 0.3})
+    results.append({"encoding": "b", "source": "search", "status": "ok", "reward": -0.7, "s_per_step": 0.05})
+    results.append({"encoding": "c", "source": "search", "status": "ok", "reward": -2.0, "s_per_step": 9.0})  # not top-2
+    # a: 1 + 0.5 * (3 - 1) = 2x the baseline's step; b (cheaper): 1x
+    assert run.retrain_seconds(results, 0.2) == pytest.approx(10 * 0.2 * (1 + 2 + 1) + 30)
+    assert run.retrain_seconds(results, float("nan")) == pytest.approx(60 / 4)  # stage 1 speed unknown

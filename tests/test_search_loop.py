@@ -206,7 +206,6 @@ def test_budget_clock_survives_a_resume(tmp_path):
     clock.save()
     again = BudgetClock(tmp_path / "clock.json", budget_seconds=60)
     assert 10.0 <= again.spent() < 11.0 and 49.0 < again.left() <= 50.0
-    assert again.until(5.0)() < 0 < again.until(20.0)()
 
 
 def test_atomic_files(tmp_path):

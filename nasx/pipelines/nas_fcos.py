@@ -9,8 +9,9 @@ Its own stages, on the shared kit (run directory, search loop, retrain-and-score
 3. **search** — a strategy (the LSTM controller + PPO of the paper, or random search) proposes
    decoders on :func:`~nasx.search.loop.run_search`; each is trained on cached features only
    (:class:`~nasx.evaluate.proxy.DecoderProxy`) and scored by its meta-val loss. The baseline is
-   scored the same way first. The search gets the budget minus the estimated retraining, but at
-   least ``min_archs`` architectures.
+   scored the same way first. The search gets the budget minus the estimated retraining
+   (``retrain_seconds``, replanned every round from the best candidates so far), but at least
+   ``min_archs`` architectures.
 4. **retrain** — the baseline and the top-k decoders by reward train with the backbone on
    images, the same steps for all: backbone from stage 1, decoder from the weights it reached on
    the proxy task (weight inheritance, so a CPU budget can afford the retraining); scored by
@@ -23,6 +24,7 @@ the run is resumed with a larger budget.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 from dataclasses import dataclass, field
@@ -187,8 +189,10 @@ class _NasFcos:
 
         cfg, root = self.cfg, self.run.path("cache")
         ckpt = self.run.path("backbone", "last.pt")
+        # The data by its annotations' content, not its path: a moved dataset keeps its cache.
+        annotations = Path(cfg.data, "annotations", "instances_train.json").read_bytes()
         fingerprint = {"backbone": cfg.backbone, "norm": cfg.backbone_norm, "checkpoint_mtime_ns": ckpt.stat().st_mtime_ns,
-                       "size": cfg.size, "num_train": len(self.train_plain)}
+                       "size": cfg.size, "annotations_sha1": hashlib.sha1(annotations).hexdigest()}
         if not FeatureCache.matches(root, fingerprint):
             log.info("[2/5] caching C3-C5 of every training image")
             FeatureCache.build(self.backbone_model.backbone, self.train_plain, root, input_size=self.input_size,
@@ -205,38 +209,61 @@ class _NasFcos:
                             backbone={"encoding": self.cfg.backbone, "norm": self.cfg.backbone_norm},
                             config=self.cfg.proxy, device=self.cfg.device, weights_dir=self.run.path("decoders"))
 
+    def retrain_seconds(self, results, backbone_s_per_step: float) -> float:
+        """What the retraining will take: the baseline at stage 1's speed, and each of the top-k
+        so far (or, until there are k, the mean of them) slower by its decoder's extra cost.
+
+        A decoder's cost is its proxy step time relative to the baseline's, both measured by the
+        workers; it scales only the decoder's share of an image step, estimated as the baseline's
+        proxy step over stage 1's (at most 1: conservative when threads differ). Plus 10 s of
+        scoring each. Stage 1 resumed after its last step measured no speed: a quarter of the budget.
+        """
+        from nasx.search import best_records
+
+        cfg = self.cfg
+        base = results.get(self.space.canonical("baseline"))
+        if not math.isfinite(backbone_s_per_step) or not base or not base.get("s_per_step"):
+            return self.run.clock.budget_seconds / 4
+        p0 = base["s_per_step"] * cfg.batch_size / cfg.proxy.batch_size
+        share = min(1.0, p0 / backbone_s_per_step)
+        slower = [1 + share * max(0.0, r["s_per_step"] / base["s_per_step"] - 1)
+                  for r in best_records(results, cfg.top_k, source="search") if r.get("s_per_step")]
+        slower += [sum(slower) / len(slower) if slower else 1.0] * (cfg.top_k - len(slower))
+        return sum(cfg.retrain_steps * backbone_s_per_step * q + 10 for q in [1.0, *slower])
+
     def stage_search(self, backbone_s_per_step: float):
         from nasx.search import ControllerStrategy, RandomSearch, ResultsLog, make_workers, run_search
 
         cfg, run = self.cfg, self.run
         results = ResultsLog(run.path("results.jsonl"))
-        proxy = self.proxy()
-        baseline = self.space.canonical("baseline")
-        if baseline not in results:
-            try:
-                out = proxy(baseline)
-            except Exception as e:  # the baseline must score: nothing to compare against otherwise
-                raise RuntimeError(f"the baseline decoder failed on the proxy task: {type(e).__name__}: {e}") from e
-            results.append({"encoding": baseline, "source": "baseline", "round": -1, **out})
         summary = run.done("search")
         if summary is None:  # once the search has ended, its candidates are final
-            # What the rest of the run will take: retraining (top-k + baseline) at stage 1's speed, plus
-            # evaluation. A stage 1 resumed after its last step measured no speed: keep a quarter back.
-            if math.isfinite(backbone_s_per_step):
-                retrain = (cfg.top_k + 1) * (cfg.retrain_steps * backbone_s_per_step + 10)
-            else:
-                retrain = run.clock.budget_seconds / 4
-            stop_at = run.clock.budget_seconds - retrain
-            log.info("[3/5] search (%s): %.1f min left for it (retraining will take about %.1f min), at least %d "
-                     "architectures", cfg.strategy, max(stop_at - run.clock.spent(), 0) / 60, retrain / 60, cfg.min_archs)
+            proxy = self.proxy()
             strategy = (ControllerStrategy(self.space, seed=cfg.seed) if cfg.strategy == "ppo"
                         else RandomSearch(self.space, seed=cfg.seed))
             with make_workers(cfg.workers, backend=cfg.backend, ray_address=cfg.ray_address) as workers:
+                # The baseline first, the same way as the candidates (its proxy step time is the
+                # yardstick of theirs): the search is pointless without it, so its failure is fatal.
+                baseline = self.space.canonical("baseline")
+                if baseline not in results:
+                    (_, out), = list(workers.map_unordered(proxy, [baseline]))
+                    if out.get("status") != "ok":
+                        raise RuntimeError(f"the baseline decoder failed on the proxy task: {out.get('error')}")
+                    results.append({"encoding": baseline, "source": "baseline", "round": -1, **out})
+
+                def time_left() -> float:  # replanned every round from the best candidates so far
+                    return run.clock.left() - self.retrain_seconds(results, backbone_s_per_step)
+
+                log.info("[3/5] search (%s): %.1f min left for it (retraining will take about %.1f min), at least "
+                         "%d architectures", cfg.strategy, max(time_left(), 0) / 60,
+                         self.retrain_seconds(results, backbone_s_per_step) / 60, cfg.min_archs)
                 out = run_search(strategy, proxy, results, state_path=run.path("search_state.pt"),
-                                 round_size=cfg.round_size, workers=workers, time_left=run.clock.until(stop_at),
+                                 round_size=cfg.round_size, workers=workers, time_left=time_left,
                                  max_evaluations=cfg.max_archs, min_evaluations=cfg.min_archs, progress=cfg.progress,
                                  on_round=lambda entry: run.clock.save())
             summary = run.mark_done("search", {k: out[k] for k in ("rounds", "evaluated", "stopped")})
+            log.info("[3/5] retraining the best will take about %.1f min; %.1f min left",
+                     self.retrain_seconds(results, backbone_s_per_step) / 60, run.clock.left() / 60)
         failed = sum(1 for r in results if r.get("status") != "ok")
         log.info("[3/5] searched %d architectures in %d rounds (%d failed)", summary["evaluated"], summary["rounds"],
                  failed)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 from nasx.atomic import read_json, write_json
 
@@ -35,11 +35,6 @@ class BudgetClock:
 
     def left(self) -> float:
         return self.budget_seconds - self.spent()
-
-    def until(self, stop_at: float) -> Callable[[], float]:
-        """A ``time_left`` function for :func:`nasx.search.loop.run_search`: seconds until the
-        run's clock reads ``stop_at``."""
-        return lambda: stop_at - self.spent()
 
     def save(self) -> None:
         if self.path is not None:

@@ -63,7 +63,8 @@ def run_search(strategy: Strategy, evaluator: Callable[[str], Mapping], results:
         results: the run's ``results.jsonl``; each record gets ``encoding``, ``source``, ``round``.
         state_path: where the strategy and the loop are checkpointed after every round.
         round_size: architectures asked per round (must stay the same across resumes).
-        time_left: seconds left for the search (e.g. :meth:`BudgetClock.until`).
+        time_left: seconds left for the search, asked before every round (e.g. from a
+            :class:`~nasx.search.clock.BudgetClock`).
         on_round: called with each round's history entry (after it is saved).
     """
     if round_size < 1:
