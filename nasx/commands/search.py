@@ -5,7 +5,6 @@ Run it again with the same arguments after an interruption and it continues wher
 """
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import sys

@@ -68,10 +68,6 @@ class ControllerStrategy(Strategy):
         return {"reward_mean": stats["reward_mean"], "reward_max": max(rewards), "entropy": stats["entropy"],
                 "failed": sum(v is None for v in values)}
 
-    def greedy(self) -> dict:
-        """The controller's most likely architecture."""
-        return self.space.from_indices(self.controller.greedy().tolist())
-
     def state_dict(self) -> dict:
         return {"ppo": self.ppo.state_dict(), "generator": self.generator.get_state(), "worst": self.worst}
 
