@@ -9,8 +9,8 @@ TORCH_PKGS ?= torch==2.14.1 torchvision==0.29.1
 BUILD_PKGS := numpy pybind11 scikit-build-core 'cmake>=4' ninja
 # nasx's runtime dependencies beyond torch and numpy (pyproject.toml `dependencies`).
 RUNTIME_PKGS := scipy matplotlib pycocotools Pillow
-# Test and benchmark peers, and the optional Ray backend (pyproject's `ray` extra) so its tests run.
-TEST_PKGS := pytest hypothesis moocore pymoo 'ray>=2.9'
+# Test and benchmark peers, and the optional Ray backend and TensorBoard logs (pyproject's extras) so their tests run.
+TEST_PKGS := pytest hypothesis moocore pymoo 'ray>=2.9' tensorboard
 DEPS := $(VENV)/.nasx-deps
 
 # A second environment with the CPU-only torch build, to prove nasx builds without CUDA.

@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 __all__ = ["main", "build_parser", "COMMANDS"]
 
 COMMANDS = ("nasx.commands.data", "nasx.commands.info", "nasx.commands.train",
-            "nasx.commands.search")
+            "nasx.commands.search", "nasx.commands.runs")
 
 
 def build_parser() -> argparse.ArgumentParser:

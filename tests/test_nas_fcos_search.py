@@ -121,6 +121,21 @@ def test_end_to_end_search_survives_sigkill(tiny_data, tmp_path):
     assert (out / "pareto.png").stat().st_size > 0 and (out / "best.pt").is_file()
     best = json.loads((out / "best.json").read_text())
     NasFcosArch.parse(best["arch"])
+    # TensorBoard curves of every stage, and the run as `nasx runs list` sees it
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    tags = set()
+    for events in (out / "tb").glob("events.out.tfevents.*"):
+        acc = EventAccumulator(str(events))
+        acc.Reload()
+        tags |= set(acc.Tags()["scalars"])
+    assert {"train/backbone/loss", "search/reward", "search/GMACs", "round/best", "round/entropy",
+            "train/retrain/baseline/lr", "retrain/mAP"} <= tags
+    listed = subprocess.run([sys.executable, "-m", "nasx", "runs", "list", str(tmp_path)], env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert listed.returncode == 0 and "nas-fcos  done" in listed.stdout, listed.stdout + listed.stderr
+    assert [s.stem for s in sorted((out / "stages").glob("*.json"))] == ["backbone", "cache", "report", "retrain",
+                                                                        "search"]
     # the best checkpoint says how to rebuild its detector: `nasx eval` scores it as it is
     scored = subprocess.run([sys.executable, "-m", "nasx", "eval", "--data", str(tiny_data), "--checkpoint",
                              str(out / "best.pt"), "--json"], env=env, capture_output=True, text=True, timeout=300)
@@ -193,8 +208,9 @@ def test_every_setting_has_a_flag():
                 name = g.name.replace("_", "-")
                 assert (f"--no-proxy-{name}" if g.type in (bool, "bool") else f"--proxy-{name}") in flags
         else:
-            assert f.metadata.get("flag", "--" + f.name.replace("_", "-")) in flags, f.name
-    assert {"--backbone-norm", "--weight-decay", "--backend", "--ray-address", "--strategy"} <= flags
+            default = "--" + ("no-" if f.default is True else "") + f.name.replace("_", "-")
+            assert f.metadata.get("flag", default) in flags, f.name
+    assert {"--backbone-norm", "--weight-decay", "--backend", "--ray-address", "--strategy", "--no-tensorboard"} <= flags
     args = parser.parse_args(["search", "nas-fcos", "--data", "d", "--out", "o", "--weight-decay", "0.01",
                               "--proxy-lr", "0.005", "--quiet", "--meta-val", "0.2"])
     from nasx.commands.config_flags import config_from_args
@@ -229,6 +245,11 @@ def test_ray_backend_survives_sigkill_and_matches_the_process_backend(tiny_data,
     assert done.returncode == 0, done.stderr[-3000:]
     on_processes = [json.loads(line) for line in (proc_out / "results.jsonl").read_text().splitlines()]
     assert _comparable(on_ray) == _comparable(on_processes)
+    compared = subprocess.run([sys.executable, "-m", "nasx", "runs", "compare", str(ray_out), str(proc_out), "--out",
+                               str(tmp_path / "cmp.png")], env=env, capture_output=True, text=True, timeout=120)
+    assert compared.returncode == 0, compared.stderr
+    assert "settings that differ (1):\n  backend: 'ray' -> 'process'" in compared.stdout
+    assert (tmp_path / "cmp.png").stat().st_size > 0
 
 
 def test_a_missing_ray_is_named_before_any_work(tiny_data, tmp_path, monkeypatch, capsys):
@@ -260,3 +281,35 @@ def test_retraining_is_planned_from_the_candidates_proxy_step_times(tmp_path):
     # a: 1 + 0.5 * (3 - 1) = 2x the baseline's step; b (cheaper): 1x
     assert run.retrain_seconds(results, 0.2) == pytest.approx(10 * 0.2 * (1 + 2 + 1) + 30)
     assert run.retrain_seconds(results, float("nan")) == pytest.approx(60 / 4)  # stage 1 speed unknown
+
+
+def test_one_process_per_run_directory_and_its_status(tmp_path):
+    from nasx.pipelines.nas_fcos import RESUMABLE, NasFcosConfig
+    from nasx.pipelines.rundir import RunDir
+    from nasx.pipelines.runs import run_status
+
+    def run_dir():
+        return RunDir(tmp_path / "r", pipeline="nas-fcos", config=NasFcosConfig(data="d", out=str(tmp_path / "r")),
+                      resumable=RESUMABLE)
+
+    first = run_dir()
+    first.freeze_config()
+    assert run_status(tmp_path / "r") == "running"
+    with pytest.raises(ValueError, match=rf"in use by another nasx process \(pid {os.getpid()}\)"):
+        run_dir().freeze_config()
+    del first                                                  # the process "ends": the lock goes with it
+    assert run_status(tmp_path / "r") == "interrupted"
+    run_dir().freeze_config()
+
+
+def test_without_tensorboard_the_run_says_so_once_and_goes_on(tmp_path, monkeypatch, caplog):
+    from nasx.pipelines.tensorboard import RunLog
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)
+    with caplog.at_level("WARNING", logger="nasx"):
+        runlog = RunLog(tmp_path / "tb")
+    assert caplog.text.count("TensorBoard is not installed") == 1
+    runlog.candidate({"status": "ok", "reward": -1.0, "macs": 1e9})
+    runlog.training("backbone")(10, {"loss": 1.0})
+    runlog.close()
+    assert not (tmp_path / "tb").exists()

@@ -39,6 +39,7 @@ from nasx.models.layers.norm import NORMS
 from nasx.pipelines.report import format_table, pareto_plot, publish_best, row_summary, write_report
 from nasx.pipelines.retrain import Candidate, retrain_and_score
 from nasx.pipelines.rundir import RunDir
+from nasx.pipelines.tensorboard import RunLog
 from nasx.pipelines.training import TrainRecipe, train_steps
 from nasx.search.workers import BACKENDS
 from nasx.train.optim import LR_DEFAULTS_TEXT, OPTIMIZER_DEFAULTS
@@ -49,7 +50,7 @@ log = logging.getLogger(__name__)
 
 STRATEGIES = ("ppo", "random")
 # How to run, not what to compute: these may change when a run is resumed.
-RESUMABLE = {"budget_minutes", "device", "workers", "backend", "ray_address", "progress", "data"}
+RESUMABLE = {"budget_minutes", "device", "workers", "backend", "ray_address", "progress", "tensorboard", "data"}
 
 
 def _opt(help: str, **more) -> dict:
@@ -94,6 +95,8 @@ class NasFcosConfig:
     max_archs: Optional[int] = field(default=None, metadata=_opt("stop the search after this many architectures"))
     seed: int = field(default=0, metadata=_opt("seed of the split, the training and the strategy"))
     progress: bool = field(default=True, metadata=_opt("no progress output", flag="--quiet", negate=True))
+    tensorboard: bool = field(default=True, metadata=_opt("write TensorBoard event files to RUN/tb "
+                                                          "(tensorboard --logdir RUN)"))
 
     def __post_init__(self):
         if isinstance(self.proxy, dict):
@@ -125,6 +128,7 @@ class _NasFcos:
         self.cfg = cfg
         self.run = RunDir(cfg.out, pipeline="nas-fcos", config=cfg, resumable=RESUMABLE)
         self.space = NasFcosSpace(channels=cfg.channels)
+        self.runlog = RunLog(self.run.path("tb"), enabled=False)   # opened once the settings are checked
         self.recipe = TrainRecipe(batch_size=cfg.batch_size, optimizer=cfg.optimizer, lr=cfg.lr,
                                   weight_decay=cfg.weight_decay, seed=cfg.seed, device=cfg.device,
                                   progress=cfg.progress)
@@ -179,7 +183,8 @@ class _NasFcos:
         self.backbone_model = build_from_spec(build)
         result = train_steps(self.backbone_model, Subset(self.train_aug, self.meta_train), steps=cfg.backbone_steps,
                              out_dir=self.run.path("backbone"), recipe=self.recipe,
-                             meta={**self.meta(), "build": build, "stage": "backbone"}, on_checkpoint=self.run.clock.tick)
+                             meta={**self.meta(), "build": build, "stage": "backbone"}, on_checkpoint=self.run.clock.tick,
+                             on_log=self.runlog.training("backbone"))
         self.trunk_state = {k: v.detach().clone() for k, v in self.backbone_model.backbone.state_dict().items()}
         return result
 
@@ -249,7 +254,8 @@ class _NasFcos:
                     (_, out), = list(workers.map_unordered(proxy, [baseline]))
                     if out.get("status") != "ok":
                         raise RuntimeError(f"the baseline decoder failed on the proxy task: {out.get('error')}")
-                    results.append({"encoding": baseline, "source": "baseline", "round": -1, **out})
+                    self.runlog.candidate(results.append({"encoding": baseline, "source": "baseline", "round": -1,
+                                                          **out}))
 
                 def time_left() -> float:  # replanned every round from the best candidates so far
                     return run.clock.left() - self.retrain_seconds(results, backbone_s_per_step)
@@ -260,7 +266,8 @@ class _NasFcos:
                 out = run_search(strategy, proxy, results, state_path=run.path("search_state.pt"),
                                  round_size=cfg.round_size, workers=workers, time_left=time_left,
                                  max_evaluations=cfg.max_archs, min_evaluations=cfg.min_archs, progress=cfg.progress,
-                                 on_round=lambda entry: run.clock.save())
+                                 on_round=lambda entry: (run.clock.save(), self.runlog.round(entry)),
+                                 on_record=self.runlog.candidate)
             summary = run.mark_done("search", {k: out[k] for k in ("rounds", "evaluated", "stopped")})
             log.info("[3/5] retraining the best will take about %.1f min; %.1f min left",
                      self.retrain_seconds(results, backbone_s_per_step) / 60, run.clock.left() / 60)
@@ -295,7 +302,7 @@ class _NasFcos:
                       for name, r in [("baseline", base)] + [(f"top{i + 1}", r) for i, r in enumerate(top)]]
         return retrain_and_score(self.run, candidates, train_set=self.train_aug, val_set=self.val,
                                  steps=self.cfg.retrain_steps, recipe=self.recipe, input_size=self.input_size,
-                                 meta=self.meta(), prepare=self.inherit)
+                                 meta=self.meta(), prepare=self.inherit, runlog=self.runlog)
 
     # -- 5. report -----------------------------------------------------------------------------
     def stage_report(self, results, summary: dict, rows: list[dict]) -> dict:
@@ -340,11 +347,20 @@ def run_nas_fcos(cfg: NasFcosConfig) -> dict:
 
     check_backend(cfg.backend)
     torch.manual_seed(cfg.seed)
-    run = _NasFcos(cfg)
-    run.run.freeze_config()
-    run.open_data()
-    stage1 = run.stage_backbone()
-    run.stage_cache()
-    results, summary = run.stage_search(stage1["s_per_step"])
-    rows = run.stage_retrain(results)
-    return run.stage_report(results, summary, rows)
+    nas = _NasFcos(cfg)
+    nas.run.freeze_config()
+    nas.runlog = RunLog(nas.run.path("tb"), enabled=cfg.tensorboard)
+    try:
+        nas.open_data()
+        stage1 = nas.stage_backbone()
+        nas.run.reached("backbone", {"steps": stage1["steps"], "s_per_step": stage1["s_per_step"]})
+        nas.stage_cache()
+        nas.run.reached("cache")
+        results, summary = nas.stage_search(stage1["s_per_step"])
+        rows = nas.stage_retrain(results)
+        nas.run.reached("retrain", {"retrained": len(rows)})
+        report = nas.stage_report(results, summary, rows)
+        nas.run.reached("report")
+    finally:
+        nas.runlog.close()
+    return report

@@ -16,6 +16,7 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from nasx.pipelines.rundir import RunDir
+from nasx.pipelines.tensorboard import RunLog
 from nasx.pipelines.training import TrainRecipe, train_steps
 from nasx.search.results import ResultsLog
 from nasx.spaces.space import arch_key
@@ -40,10 +41,12 @@ class Candidate:
 def retrain_and_score(run: RunDir, candidates: Sequence[Candidate], *, train_set, val_set, steps: int,
                       recipe: TrainRecipe, input_size: tuple[int, int], meta: Optional[dict] = None,
                       prepare: Optional[Callable[[torch.nn.Module, Candidate], None]] = None,
-                      log_name: str = "retrained.jsonl", stage: str = "retrain") -> list[dict]:
+                      log_name: str = "retrained.jsonl", stage: str = "retrain",
+                      runlog: Optional[RunLog] = None) -> list[dict]:
     """Retrain and score ``candidates`` (those already in ``log_name`` are not run again);
     returns their lines in the order given. ``prepare(model, candidate)`` runs before training
-    (weight inheritance); ``meta`` goes into every checkpoint beside ``build``."""
+    (weight inheritance); ``meta`` goes into every checkpoint beside ``build``; ``runlog``
+    receives the training curves and the scores (TensorBoard)."""
     from nasx.data import build_loader
     from nasx.evaluate import count_detector_macs, count_params, evaluate_detector, measure_latency
     from nasx.spaces.detectors import build_from_spec
@@ -58,6 +61,7 @@ def retrain_and_score(run: RunDir, candidates: Sequence[Candidate], *, train_set
             prepare(model, cand)
         work = run.path(stage, arch_key(cand.encoding))
         result = train_steps(model, train_set, steps=steps, out_dir=work, recipe=recipe, on_checkpoint=run.clock.tick,
+                             on_log=runlog.training(f"{stage}/{cand.name}") if runlog else None,
                              meta={**(meta or {}), "build": dict(cand.build), "stage": stage, "arch": cand.encoding,
                                    "input_size": list(input_size)})
         loader = build_loader(val_set, 32, workers=recipe.loader_workers)
@@ -65,10 +69,12 @@ def retrain_and_score(run: RunDir, candidates: Sequence[Candidate], *, train_set
         model.cpu()
         macs = count_detector_macs(model, tuple(input_size)).total
         latency = measure_latency(model, torch.rand(1, 3, *input_size), device=recipe.device).median_ms
-        lines.append({"encoding": cand.encoding, "name": cand.name, "map": metrics["AP"], "metrics": metrics,
+        row = lines.append({"encoding": cand.encoding, "name": cand.name, "map": metrics["AP"], "metrics": metrics,
                       "params": count_params(model), "macs": macs, "latency_ms": latency,
                       "train_s_per_step": result["s_per_step"], "checkpoint": run.relative(work / "last.pt"),
                       **cand.info})
         run.clock.save()
+        if runlog is not None:
+            runlog.retrained(n, row)
         log.info("      mAP %.3f (AP50 %.3f), %.3f GMACs", metrics["AP"], metrics["AP50"], macs / 1e9)
     return [dict(lines.get(c.encoding), name=c.name) for c in candidates]

@@ -3,8 +3,10 @@
 Layout (shared by all pipelines; each adds its own files)::
 
     config.json        {"pipeline": name, **settings}: written once, compared on every resume
+    .lock              held (flock) by the process running the search: one at a time per directory
     clock.json         seconds spent by every run of this directory (see BudgetClock)
-    stages/<name>.json a finished stage and what it measured; present = skipped on resume
+    stages/<name>.json a finished stage, what it measured and the clock when it finished; present =
+                       skipped on resume
     results.jsonl      one line per evaluated architecture (nasx.search.results)
     report.json        the pipeline's report, written last
 
@@ -51,10 +53,34 @@ class RunDir:
         """``config.json``'s content: the pipeline's name and its settings as plain JSON."""
         return {"pipeline": self.pipeline, **json.loads(json.dumps(dataclasses.asdict(self.config)))}
 
+    def lock(self) -> None:
+        """Hold ``.lock`` while this process runs here (released when it ends, even by SIGKILL);
+        a second process on the same directory is a ``ValueError``."""
+        import fcntl
+        import os
+
+        if getattr(self, "_lock", None) is not None:
+            return
+        f = open(self.path(".lock"), "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "?"
+            f.close()
+            raise ValueError(f"{self.root} is in use by another nasx process (pid {holder}); wait for it to end "
+                             f"or choose another --out") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        self._lock = f
+
     def freeze_config(self) -> None:
-        """Write ``config.json``, or check the settings against it (a ``ValueError`` naming the
-        changed settings). Call before anything else writes into the directory."""
+        """Take the directory's lock, then write ``config.json`` or check the settings against it
+        (a ``ValueError`` naming the changed settings). Call before anything else writes here."""
         self.root.mkdir(parents=True, exist_ok=True)
+        self.lock()
         path = self.path("config.json")
         now = self.settings()
         if path.exists():
@@ -81,11 +107,16 @@ class RunDir:
         return read_json(marker) if marker.exists() else None
 
     def mark_done(self, stage: str, info: Optional[dict] = None) -> dict:
-        """Record ``stage`` as finished (atomically, with the clock), so a resumed run skips it."""
-        info = dict(info or {})
+        """Record ``stage`` as finished (atomically, with the clock), so a resumed run skips it.
+        ``finished_at_seconds``: the run's clock when it finished (stage times for reports)."""
+        info = dict(info or {}, finished_at_seconds=self.clock.spent())
         write_json(self._marker(stage), info)
         self.clock.save()
         return info
+
+    def reached(self, stage: str, info: Optional[dict] = None) -> dict:
+        """Mark ``stage`` finished unless it already is (a resumed run keeps the first time)."""
+        return self.done(stage) or self.mark_done(stage, info)
 
     def relative(self, path) -> str:
         """``path`` relative to the run directory (stored in files, so a moved run still finds it)."""

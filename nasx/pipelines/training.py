@@ -46,10 +46,11 @@ class TrainRecipe:
 
 
 def train_steps(model, dataset, *, steps: int, out_dir, recipe: TrainRecipe, meta: Optional[dict] = None,
-                on_checkpoint=None) -> dict:
+                on_checkpoint=None, on_log=None) -> dict:
     """Train ``model`` ``steps`` steps on ``dataset`` in ``out_dir`` (resumable); returns the
     loop's summary plus ``s_per_step``. ``meta`` goes into the checkpoints (``meta["build"]``
-    is how ``nasx eval`` rebuilds the model). ``on_checkpoint(step)``: e.g. the run's clock."""
+    is how ``nasx eval`` rebuilds the model). ``on_checkpoint(step)``: e.g. the run's clock;
+    ``on_log(step, losses)``: e.g. TensorBoard (see :func:`nasx.train.train`)."""
     from nasx.data import build_loader
     from nasx.train import TrainConfig, train
     from nasx.train.checkpoint import load_checkpoint
@@ -69,7 +70,7 @@ def train_steps(model, dataset, *, steps: int, out_dir, recipe: TrainRecipe, met
     if (out_dir / "last.pt").exists():
         before = int(load_checkpoint(out_dir / "last.pt", required_keys=("step",))["step"])
     result = train(model, loader, config, device=recipe.device, out_dir=out_dir, meta=meta, progress=recipe.progress,
-                   on_checkpoint=on_checkpoint)
+                   on_checkpoint=on_checkpoint, on_log=on_log)
     ran = result["steps"] - before
     result["s_per_step"] = result["seconds"] / ran if ran > 0 else math.nan
     write_json(done, result)

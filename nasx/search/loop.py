@@ -52,7 +52,8 @@ def run_search(strategy: Strategy, evaluator: Callable[[str], Mapping], results:
                round_size: int, workers: Optional[Workers] = None, time_left: Callable[[], float] = lambda: math.inf,
                max_evaluations: Optional[int] = None, min_evaluations: int = 0, max_stale_rounds: int = 50,
                source: str = "search", progress: bool = True,
-               on_round: Optional[Callable[[dict], None]] = None) -> dict:
+               on_round: Optional[Callable[[dict], None]] = None,
+               on_record: Optional[Callable[[dict], None]] = None) -> dict:
     """Run (or resume) a search; returns ``{"rounds", "evaluated", "stopped", "history"}``.
 
     Args:
@@ -66,6 +67,7 @@ def run_search(strategy: Strategy, evaluator: Callable[[str], Mapping], results:
         time_left: seconds left for the search, asked before every round (e.g. from a
             :class:`~nasx.search.clock.BudgetClock`).
         on_round: called with each round's history entry (after it is saved).
+        on_record: called with each new record once it is in the log.
     """
     if round_size < 1:
         raise ValueError(f"run_search: round_size must be >= 1, got {round_size}")
@@ -106,8 +108,10 @@ def run_search(strategy: Strategy, evaluator: Callable[[str], Mapping], results:
             for i, out in workers.map_unordered(evaluator, todo):
                 record = {"encoding": todo[i], "source": source, "round": round_no, **out}
                 record.setdefault("status", "ok")
-                results.append(record)
+                record = results.append(record)
                 mine.add(todo[i])
+                if on_record is not None:
+                    on_record(record)
                 bar.update(1, best=best_so_far())
             stats = strategy.tell([results.get(e) for e in encodings])
             stale = 0 if todo else stale + 1

@@ -69,14 +69,17 @@ def move_batch(batch, device):
 
 def train(model: nn.Module, loader, config: TrainConfig, *, device="cpu", out_dir=None, resume: bool = True,
           progress: bool = True, meta: Optional[dict] = None,
-          on_checkpoint: Optional[Callable[[int], None]] = None) -> dict:
+          on_checkpoint: Optional[Callable[[int], None]] = None,
+          on_log: Optional[Callable[[int, dict], None]] = None) -> dict:
     """Train ``model`` (a detector returning a dict of losses) on ``loader`` (from ``build_loader``).
 
     With ``out_dir``, writes ``last.pt`` (model, optimizer, scaler, step, config, ``meta``)
     every ``checkpoint_every`` steps and at the end, and appends one JSON line of losses per
     logged step to ``train_log.jsonl``; with ``resume`` an existing ``last.pt`` is continued
     from its step with the same batches it would have seen. Returns
-    ``{"steps", "seconds", "images_per_s", "final_losses"}``.
+    ``{"steps", "seconds", "images_per_s", "final_losses"}``. ``on_checkpoint(step)`` is called
+    after each checkpoint, ``on_log(step, {"loss", <each loss>, "lr"})`` every 10 steps (e.g.
+    TensorBoard).
     """
     device = torch.device(device)
     model.to(device)
@@ -146,10 +149,13 @@ def train(model: nn.Module, loader, config: TrainConfig, *, device="cpu", out_di
                 last = {k: float(v.detach()) for k, v in losses.items()}
                 rate = images_seen / max(time.perf_counter() - t0, 1e-9)
                 bar.update(1, loss=float(loss.detach()), lr=optimizer.param_groups[0]["lr"], img_s=rate)
-                if log is not None and (step % 10 == 0 or step == total):
-                    log.write(json.dumps({"step": step, "loss": float(loss.detach()), **last,
-                                          "lr": optimizer.param_groups[0]["lr"]}) + "\n")
-                    log.flush()
+                if step % 10 == 0 or step == total:
+                    logged = {"loss": float(loss.detach()), **last, "lr": optimizer.param_groups[0]["lr"]}
+                    if log is not None:
+                        log.write(json.dumps({"step": step, **logged}) + "\n")
+                        log.flush()
+                    if on_log is not None:
+                        on_log(step, logged)
                 if step % config.checkpoint_every == 0 and step < total:
                     checkpoint()
         checkpoint()

@@ -1,0 +1,51 @@
+"""``nasx runs list DIR`` and ``nasx runs compare RUN_A RUN_B``: searches side by side."""
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["register"]
+
+
+def _list(args) -> int:
+    from nasx.pipelines.runs import find_runs, run_summary
+
+    runs = [run_summary(r) for r in find_runs(args.dir)]
+    if not runs:
+        print(f"no run directories (with config.json) in {args.dir}")
+        return 0
+    width = max(len(r["run"]) for r in runs)
+    print(f"{'run':<{width}}  {'pipeline':<9} {'status':<11} {'archs':>5}  {'best':<12} {'minutes':>7}")
+    for r in runs:
+        print(f"{r['run']:<{width}}  {r['pipeline']:<9} {r['status']:<11} {r['archs']:>5}  {r['best'] or '-':<12} "
+              f"{r['minutes']:>7.1f}")
+    return 0
+
+
+def _compare(args) -> int:
+    from nasx.pipelines.runs import compare_plot, find_runs, settings_diff
+
+    for run in (args.run_a, args.run_b):
+        if find_runs(run) != [Path(run)]:
+            raise ValueError(f"{run} is not a run directory (no config.json)")
+    out = args.out or Path(args.run_a).parent / f"compare_{Path(args.run_a).name}_{Path(args.run_b).name}.png"
+    diff = settings_diff(args.run_a, args.run_b)
+    print(f"settings that differ ({len(diff)}):" if diff else "the settings are the same")
+    for key, (a, b) in diff.items():
+        print(f"  {key}: {a!r} -> {b!r}")
+    print(f"both fronts: {compare_plot(args.run_a, args.run_b, out)}")
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("runs", help="list search runs and their status; compare two runs")
+    sub = p.add_subparsers(dest="runs_command", metavar="ACTION", required=True)
+    ls = sub.add_parser("list", help="one line per run: pipeline, status (running / interrupted / done), "
+                                     "architectures, best, minutes")
+    ls.add_argument("dir", type=Path, metavar="DIR", help="a run directory or a folder of them")
+    ls.set_defaults(func=_list)
+    cmp = sub.add_parser("compare", help="the settings that differ and both Pareto fronts on one plot")
+    cmp.add_argument("run_a", type=Path, metavar="RUN_A")
+    cmp.add_argument("run_b", type=Path, metavar="RUN_B")
+    cmp.add_argument("--out", type=Path, default=None, metavar="PNG",
+                     help="plot file (default: compare_<A>_<B>.png beside RUN_A)")
+    cmp.set_defaults(func=_compare)
