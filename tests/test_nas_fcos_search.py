@@ -134,6 +134,9 @@ def test_end_to_end_search_survives_sigkill(tiny_data, tmp_path):
     listed = subprocess.run([sys.executable, "-m", "nasx", "runs", "list", str(tmp_path)], env=env, capture_output=True,
                             text=True, timeout=120)
     assert listed.returncode == 0 and "nas-fcos  done" in listed.stdout, listed.stdout + listed.stderr
+    page = (out / "report.html").read_text()                   # one row per results.jsonl line, plots inlined
+    archs = page[page.index('id="archs"'):].split("</table>")[0]
+    assert archs.count("<tr") == len(records) + 1 and "data:image/png;base64," in page
     assert [s.stem for s in sorted((out / "stages").glob("*.json"))] == ["backbone", "cache", "report", "retrain",
                                                                         "search"]
     # the best checkpoint says how to rebuild its detector: `nasx eval` scores it as it is

@@ -1,4 +1,5 @@
-"""``nasx runs list DIR`` and ``nasx runs compare RUN_A RUN_B``: searches side by side."""
+"""``nasx runs list DIR``, ``nasx runs compare RUN_A RUN_B``, ``nasx runs report RUN``: searches
+side by side, and a run's report.html (re)written — of a running search too."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -36,6 +37,17 @@ def _compare(args) -> int:
     return 0
 
 
+def _report(args) -> int:
+    from nasx.pipelines.html_report import write_html_report
+    from nasx.pipelines.runs import find_runs
+
+    for run in args.runs:
+        if find_runs(run) != [Path(run)]:
+            raise ValueError(f"{run} is not a run directory (no config.json)")
+        print(write_html_report(run))
+    return 0
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser("runs", help="list search runs and their status; compare two runs")
     sub = p.add_subparsers(dest="runs_command", metavar="ACTION", required=True)
@@ -49,3 +61,7 @@ def register(subparsers) -> None:
     cmp.add_argument("--out", type=Path, default=None, metavar="PNG",
                      help="plot file (default: compare_<A>_<B>.png beside RUN_A)")
     cmp.set_defaults(func=_compare)
+    rep = sub.add_parser("report", help="(re)write RUN/report.html: one self-contained page with the settings, "
+                                        "plots, every architecture (sortable) and the retraining")
+    rep.add_argument("runs", type=Path, nargs="+", metavar="RUN")
+    rep.set_defaults(func=_report)

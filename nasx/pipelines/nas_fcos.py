@@ -36,6 +36,7 @@ import torch
 
 from nasx.evaluate.proxy import ProxyConfig
 from nasx.models.layers.norm import NORMS
+from nasx.pipelines.html_report import write_html_report
 from nasx.pipelines.report import format_table, pareto_plot, publish_best, row_summary, write_report
 from nasx.pipelines.retrain import Candidate, retrain_and_score
 from nasx.pipelines.rundir import RunDir
@@ -327,7 +328,7 @@ class _NasFcos:
         publish_best(self.run, best, backbone=self.cfg.backbone, channels=self.cfg.channels)
         pareto_plot(self.run, searched, marked={"baseline FPN + head": base, "best searched": best},
                     title=f"NAS-FCOS on {Path(self.cfg.data).name}: retrained decoders")
-        log.info("[5/5] %s/report.json, pareto.png, best.json, best.pt", self.cfg.out)
+        log.info("[5/5] %s/report.json, report.html, pareto.png, best.json, best.pt", self.cfg.out)
         return report
 
 
@@ -361,6 +362,7 @@ def run_nas_fcos(cfg: NasFcosConfig) -> dict:
         nas.run.reached("retrain", {"retrained": len(rows)})
         report = nas.stage_report(results, summary, rows)
         nas.run.reached("report")
+        write_html_report(nas.run.root)     # last: it shows the stage times
     finally:
         nas.runlog.close()
     return report

@@ -6,11 +6,11 @@ written (the last thing a run does), ``interrupted`` otherwise — run the same 
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Optional
 
 from nasx.atomic import read_json
+from nasx.search.results import read_records
 
 __all__ = ["find_runs", "run_status", "run_summary", "settings_diff", "compare_plot"]
 
@@ -39,24 +39,12 @@ def run_status(run) -> str:
     return "done" if (run / "report.json").exists() else "interrupted"
 
 
-def _records(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:  # a line cut by a kill: the run drops it when resumed
-            continue
-    return out
-
-
 def run_summary(run) -> dict:
     """``{"run", "pipeline", "status", "archs", "best", "minutes"}``; ``best`` is the report's best
     mAP when there is a report, else the best reward so far."""
     run = Path(run)
     config = read_json(run / "config.json")
-    records = _records(run / "results.jsonl")
+    records = read_records(run / "results.jsonl")
     best: Optional[str] = None
     if (run / "report.json").exists():
         best = f"mAP {read_json(run / 'report.json')['best']['map']:.3f}"
@@ -78,8 +66,8 @@ def settings_diff(a, b) -> dict:
 def _points(run: Path, metric: str) -> list[tuple[str, float, float]]:
     """(name, GMACs, metric) of a run's retrained detectors (``map``) or evaluated candidates (``reward``)."""
     if metric == "map":
-        return [(r.get("name", ""), r["macs"] / 1e9, r["map"]) for r in _records(run / "retrained.jsonl")]
-    return [(r.get("source", ""), r["macs"] / 1e9, r["reward"]) for r in _records(run / "results.jsonl")
+        return [(r.get("name", ""), r["macs"] / 1e9, r["map"]) for r in read_records(run / "retrained.jsonl")]
+    return [(r.get("source", ""), r["macs"] / 1e9, r["reward"]) for r in read_records(run / "results.jsonl")
             if r.get("status") == "ok" and r.get("reward") is not None and r.get("macs") is not None]
 
 

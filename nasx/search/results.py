@@ -17,7 +17,23 @@ from typing import Iterator, Optional
 
 from nasx.atomic import json_safe
 
-__all__ = ["ResultsLog"]
+__all__ = ["ResultsLog", "read_records"]
+
+
+def read_records(path) -> list[dict]:
+    """The records of a JSON-lines file, read only (a run may be writing it): a line that is not a
+    record — the last one cut short by a kill — is skipped. A missing file has none."""
+    path = Path(path)
+    out = []
+    if path.exists():
+        for line in path.read_text().splitlines():
+            try:
+                record = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(record, dict):
+                out.append(record)
+    return out
 
 
 class ResultsLog:
