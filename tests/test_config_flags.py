@@ -1,4 +1,4 @@
-"""Flags generated from config dataclasses (nasx.commands.config_flags)."""
+"""Flags generated from config dataclasses (nasx.pipelines.config_flags)."""
 from __future__ import annotations
 
 import argparse
@@ -8,7 +8,7 @@ from typing import Literal, Optional, Tuple
 
 import pytest
 
-from nasx.commands.config_flags import add_config_arguments, config_from_args
+from nasx.pipelines.config_flags import add_config_arguments, config_from_args
 
 
 def _h(text, **more):

@@ -131,7 +131,7 @@ def test_reproduce_command_parses_back_to_the_settings(tmp_path):
     import argparse
     import dataclasses
 
-    from nasx.commands.config_flags import add_config_arguments, config_from_args
+    from nasx.pipelines.config_flags import add_config_arguments, config_from_args
     from nasx.pipelines.nas_fcos import NasFcosConfig
 
     run = tmp_path / "my run"

@@ -216,7 +216,7 @@ def test_every_setting_has_a_flag():
     assert {"--backbone-norm", "--weight-decay", "--backend", "--ray-address", "--strategy", "--no-tensorboard"} <= flags
     args = parser.parse_args(["search", "nas-fcos", "--data", "d", "--out", "o", "--weight-decay", "0.01",
                               "--proxy-lr", "0.005", "--quiet", "--meta-val", "0.2"])
-    from nasx.commands.config_flags import config_from_args
+    from nasx.pipelines.config_flags import config_from_args
 
     cfg = config_from_args(NasFcosConfig, args)
     assert (cfg.weight_decay, cfg.proxy.lr, cfg.progress, cfg.meta_val_fraction) == (0.01, 0.005, False, 0.2)

@@ -13,7 +13,7 @@ __all__ = ["register"]
 
 
 def _run(args) -> int:
-    from nasx.commands.config_flags import config_from_args
+    from nasx.pipelines.config_flags import config_from_args
     from nasx.pipelines import pipeline
 
     config_cls, run, summary = pipeline(args.pipeline)
@@ -35,7 +35,7 @@ def _log_to_stderr(enabled: bool) -> None:
 
 
 def register(subparsers) -> None:
-    from nasx.commands.config_flags import add_config_arguments
+    from nasx.pipelines.config_flags import add_config_arguments
     from nasx.pipelines import PIPELINES, pipeline
 
     p = subparsers.add_parser("search", help=f"architecture searches ({', '.join(PIPELINES)})")

@@ -176,7 +176,7 @@ def _pipeline_actions(pipeline: str) -> dict:
     """dest -> argparse action of ``nasx search <pipeline>``'s flags; {} for an unknown pipeline."""
     import argparse
 
-    from nasx.commands.config_flags import add_config_arguments
+    from nasx.pipelines.config_flags import add_config_arguments
     from nasx.pipelines import PIPELINES, pipeline as load
 
     if pipeline not in PIPELINES:
