@@ -43,6 +43,7 @@ class RunDir:
         self.root = Path(out)
         self.pipeline, self.config = pipeline, config
         self.resumable = set(resumable) | {"out"}
+        self._lock = None  # the open .lock file while this process holds it
         budget = getattr(config, "budget_minutes", None)
         self.clock = BudgetClock(self.root / "clock.json", budget_seconds=60.0 * budget if budget else float("inf"))
 
@@ -59,7 +60,7 @@ class RunDir:
         import fcntl
         import os
 
-        if getattr(self, "_lock", None) is not None:
+        if self._lock is not None:
             return
         f = open(self.path(".lock"), "a+")
         try:
