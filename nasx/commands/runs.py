@@ -7,6 +7,13 @@ from pathlib import Path
 __all__ = ["register"]
 
 
+def _require_run(run: Path) -> None:
+    from nasx.pipelines.runs import find_runs
+
+    if find_runs(run) != [Path(run)]:
+        raise ValueError(f"{run} is not a run directory (no config.json)")
+
+
 def _list(args) -> int:
     from nasx.pipelines.runs import find_runs, run_summary
 
@@ -23,11 +30,10 @@ def _list(args) -> int:
 
 
 def _compare(args) -> int:
-    from nasx.pipelines.runs import compare_plot, find_runs, settings_diff
+    from nasx.pipelines.runs import compare_plot, settings_diff
 
     for run in (args.run_a, args.run_b):
-        if find_runs(run) != [Path(run)]:
-            raise ValueError(f"{run} is not a run directory (no config.json)")
+        _require_run(run)
     out = args.out or Path(args.run_a).parent / f"compare_{Path(args.run_a).name}_{Path(args.run_b).name}.png"
     diff = settings_diff(args.run_a, args.run_b)
     print(f"settings that differ ({len(diff)}):" if diff else "the settings are the same")
@@ -39,11 +45,9 @@ def _compare(args) -> int:
 
 def _report(args) -> int:
     from nasx.pipelines.html_report import write_html_report
-    from nasx.pipelines.runs import find_runs
 
     for run in args.runs:
-        if find_runs(run) != [Path(run)]:
-            raise ValueError(f"{run} is not a run directory (no config.json)")
+        _require_run(run)
         print(write_html_report(run))
     return 0
 

@@ -38,7 +38,8 @@ def _train(args) -> int:
     from nasx.commands.info import arch_kwargs
     from nasx.data import build_loader
     from nasx.evaluate import count_params, evaluate_detector
-    from nasx.train import OPTIMIZER_DEFAULTS, TrainConfig, train
+    from nasx.train import TrainConfig, train
+    from nasx.train.optim import optimizer_settings
 
     torch.manual_seed(args.seed)
     train_set, val_set = _datasets(args.data, args.size)
@@ -52,10 +53,8 @@ def _train(args) -> int:
           f"{len(train_set)} training images")
     loader = build_loader(train_set, args.batch_size, shuffle=True, workers=args.workers, seed=args.seed,
                           drop_last=len(train_set) >= args.batch_size)
-    defaults = OPTIMIZER_DEFAULTS[args.optimizer]
-    lr = args.lr if args.lr is not None else defaults["lr"]
-    config = TrainConfig(epochs=args.epochs, max_steps=args.max_steps, optimizer=args.optimizer, lr=lr,
-                         weight_decay=defaults["weight_decay"], warmup_steps=args.warmup,
+    config = TrainConfig(epochs=args.epochs, max_steps=args.max_steps, optimizer=args.optimizer,
+                         **optimizer_settings(args.optimizer, args.lr), warmup_steps=args.warmup,
                          checkpoint_every=args.checkpoint_every, amp=not args.no_amp)
     result = train(model, loader, config, device=args.device, out_dir=args.out, resume=not args.restart, meta=meta)
     print(f"trained {result['steps']} steps, {result['images_per_s']:.1f} images/s")

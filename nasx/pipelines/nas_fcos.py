@@ -24,6 +24,7 @@ the run is resumed with a larger budget.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import math
@@ -43,7 +44,7 @@ from nasx.pipelines.rundir import RunDir
 from nasx.pipelines.tensorboard import RunLog
 from nasx.pipelines.training import TrainRecipe, train_steps
 from nasx.search.workers import BACKENDS
-from nasx.train.optim import LR_DEFAULTS_TEXT, OPTIMIZER_DEFAULTS
+from nasx.train.optim import LR_DEFAULTS_TEXT, OPTIMIZER_DEFAULTS, optimizer_settings
 
 __all__ = ["NasFcosConfig", "run_nas_fcos", "format_summary", "STRATEGIES"]
 
@@ -102,11 +103,9 @@ class NasFcosConfig:
     def __post_init__(self):
         if isinstance(self.proxy, dict):
             self.proxy = ProxyConfig(**self.proxy)
-        if self.optimizer not in OPTIMIZER_DEFAULTS:
-            raise ValueError(f"optimizer must be one of {sorted(OPTIMIZER_DEFAULTS)}, got {self.optimizer!r}")
-        for name, value in OPTIMIZER_DEFAULTS[self.optimizer].items():  # config.json records the value used
-            if getattr(self, name) is None:
-                setattr(self, name, value)
+        # config.json records the values used, not None
+        settings = optimizer_settings(self.optimizer, self.lr, self.weight_decay)
+        self.lr, self.weight_decay = settings["lr"], settings["weight_decay"]
         if self.budget_minutes <= 0:
             raise ValueError(f"budget_minutes must be > 0, got {self.budget_minutes}")
         if not 0 < self.meta_val_fraction < 1:
@@ -207,7 +206,9 @@ class _NasFcos:
         log.info("[2/5] feature cache: %d images, %.1f MiB at %s", len(cache), cache.nbytes / 2 ** 20, root)
 
     # -- 3. search -----------------------------------------------------------------------------
+    @functools.cached_property
     def proxy(self):
+        """The candidates' evaluator (after :meth:`open_data`); also where their weights are."""
         from nasx.evaluate.proxy import DecoderProxy
 
         return DecoderProxy(self.run.path("cache"), self.meta_train, self.meta_val, space=self.space,
@@ -244,7 +245,7 @@ class _NasFcos:
         results = ResultsLog(run.path("results.jsonl"))
         summary = run.done("search")
         if summary is None:  # once the search has ended, its candidates are final
-            proxy = self.proxy()
+            proxy = self.proxy
             strategy = (ControllerStrategy(self.space, seed=cfg.seed) if cfg.strategy == "ppo"
                         else RandomSearch(self.space, seed=cfg.seed))
             with make_workers(cfg.workers, backend=cfg.backend, ray_address=cfg.ray_address) as workers:
@@ -284,7 +285,7 @@ class _NasFcos:
         from nasx.train.checkpoint import load_checkpoint
 
         model.backbone.load_state_dict(self.trunk_state)
-        path = self.proxy().weights_path(cand.encoding)
+        path = self.proxy.weights_path(cand.encoding)
         if not path.exists():
             return
         state = load_checkpoint(path, required_keys=("neck", "head"))

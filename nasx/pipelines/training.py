@@ -16,7 +16,7 @@ from typing import Optional
 import torch
 
 from nasx.atomic import read_json, write_json
-from nasx.train.optim import OPTIMIZER_DEFAULTS
+from nasx.train.optim import optimizer_settings
 
 __all__ = ["TrainRecipe", "train_steps"]
 
@@ -38,11 +38,8 @@ class TrainRecipe:
     progress: bool = True
 
     def __post_init__(self):
-        if self.optimizer not in OPTIMIZER_DEFAULTS:
-            raise ValueError(f"optimizer must be one of {sorted(OPTIMIZER_DEFAULTS)}, got {self.optimizer!r}")
-        for name, value in OPTIMIZER_DEFAULTS[self.optimizer].items():
-            if getattr(self, name) is None:
-                setattr(self, name, value)
+        settings = optimizer_settings(self.optimizer, self.lr, self.weight_decay)
+        self.lr, self.weight_decay = settings["lr"], settings["weight_decay"]
 
 
 def train_steps(model, dataset, *, steps: int, out_dir, recipe: TrainRecipe, meta: Optional[dict] = None,

@@ -7,7 +7,8 @@ import math
 import torch
 from torch import nn
 
-__all__ = ["OPTIMIZER_DEFAULTS", "param_groups", "build_optimizer", "build_sgd", "warmup_cosine"]
+__all__ = ["OPTIMIZER_DEFAULTS", "optimizer_settings", "param_groups", "build_optimizer", "build_sgd",
+           "warmup_cosine"]
 
 # Learning rate and weight decay per optimizer, used wherever a caller does not choose its own:
 # SGD at the detection papers' values; AdamW at what trains a small detector from scratch.
@@ -15,6 +16,15 @@ OPTIMIZER_DEFAULTS = {"adamw": {"lr": 2e-3, "weight_decay": 0.05}, "sgd": {"lr":
 
 # For command-line help: "0.002 AdamW, 0.02 SGD".
 LR_DEFAULTS_TEXT = ", ".join(f"{d['lr']:g} {'AdamW' if k == 'adamw' else 'SGD'}" for k, d in OPTIMIZER_DEFAULTS.items())
+
+def optimizer_settings(name: str, lr=None, weight_decay=None) -> dict:
+    """``{"lr", "weight_decay"}`` of optimizer ``name``: the given values, or its defaults for
+    those that are None. An unknown name is a ``ValueError`` listing the known ones."""
+    if name not in OPTIMIZER_DEFAULTS:
+        raise ValueError(f"optimizer must be one of {sorted(OPTIMIZER_DEFAULTS)}, got {name!r}")
+    given = {"lr": lr, "weight_decay": weight_decay}
+    return {k: v if given[k] is None else given[k] for k, v in OPTIMIZER_DEFAULTS[name].items()}
+
 
 _NO_DECAY_TYPES = (nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm, nn.SyncBatchNorm)
 
