@@ -35,7 +35,7 @@ def _train(args) -> int:
     import torch
 
     from nasx.atomic import write_json
-    from nasx.commands.info import arch_kwargs
+    from nasx.commands.info import arch_kwargs, two_stage_kwargs
     from nasx.data import build_loader
     from nasx.evaluate import count_params, evaluate_detector
     from nasx.train import TrainConfig, train
@@ -44,7 +44,7 @@ def _train(args) -> int:
     torch.manual_seed(args.seed)
     train_set, val_set = _datasets(args.data, args.size)
     build = {"detector": args.detector, "backbone": args.backbone, "num_classes": train_set.num_classes,
-             "norm": args.norm, **arch_kwargs(args.detector, args.arch)}
+             "norm": args.norm, **arch_kwargs(args.detector, args.arch), **two_stage_kwargs(args)}
     if args.detector != "ssdlite":
         build["fpn_channels"] = args.fpn_channels
     meta = {"build": build, "size": args.size, "class_names": train_set.class_names}
@@ -85,6 +85,7 @@ def _eval(args) -> int:
 
 
 def register(subparsers) -> None:
+    from nasx.commands.info import add_two_stage_arguments
     from nasx.models.layers import NORMS
     from nasx.spaces.detectors import DETECTORS
     from nasx.train.optim import LR_DEFAULTS_TEXT
@@ -99,6 +100,7 @@ def register(subparsers) -> None:
     p.add_argument("--fpn-channels", type=int, default=64, metavar="C")
     p.add_argument("--arch", default=None, metavar="DECODER",
                    help="nas_fcos only: the decoder's text, or baseline / nas_fcos (default baseline)")
+    add_two_stage_arguments(p)
     p.add_argument("--size", type=int, default=128, help="shorter image side fed to the model")
     p.add_argument("--epochs", type=int, default=12)
     p.add_argument("--max-steps", type=int, default=None, help="stop after this many steps")

@@ -142,24 +142,48 @@ class _DenseDetector(nn.Module):
         return self.head(list(self.neck(self.backbone(images)).values()))
 
 
-def count_detector_macs(detector: nn.Module, image_size: tuple[int, int], *, batch: int = 1) -> MacsReport:
-    """MACs of a dense detector (``backbone``, ``neck`` returning a dict of levels, ``head`` taking
-    their list: FCOS, RetinaNet, SSDLite) on a ``batch`` of ``image_size`` (H, W) images.
+class _TwoStageDense(nn.Module):
+    """A two-stage detector's ``forward_dense`` at a fixed number of RoIs, children named as the detector's."""
+
+    def __init__(self, detector: nn.Module, num_rois: int):
+        super().__init__()
+        self.detector, self.num_rois = detector, num_rois
+
+    def forward(self, images: torch.Tensor):
+        return self.detector.forward_dense(images, self.num_rois)
+
+
+def count_detector_macs(detector: nn.Module, image_size: tuple[int, int], *, batch: int = 1,
+                        num_rois: int = 1000) -> MacsReport:
+    """MACs of a detector on a ``batch`` of ``image_size`` (H, W) images.
+
+    Dense detectors (``backbone``, ``neck`` returning a dict of levels, ``head`` taking their list:
+    FCOS, RetinaNet, SSDLite): the whole network. Two-stage detectors (those with ``forward_dense``:
+    Faster / Cascade R-CNN): backbone, neck, the RPN's convolutions and every R-CNN stage's head on
+    ``num_rois`` RoIs per image (1000, the test-time proposal count of torchvision and mmdet-1.x).
 
     The pass runs on a copy of the detector on the ``meta`` device: shapes only, no memory and
-    no arithmetic, so an 800 x 1088 ResNet-50 detector takes milliseconds. Decoding and NMS
-    are not counted (they are not multiply-accumulates of layers), so nothing of the
-    post-processing has to run. ``by_prefix()`` splits the total into backbone / neck / head.
+    no arithmetic, so an 800 x 1088 ResNet-50 detector takes milliseconds. Decoding, proposal
+    selection, RoI pooling and NMS are not counted (they are not multiply-accumulates of layers),
+    so nothing of the post-processing has to run. ``by_prefix()`` splits the total by part
+    (backbone / neck / head, or backbone / neck / rpn / roi_heads).
     """
+    h, w = (int(v) for v in image_size)
+    if h < 1 or w < 1 or batch < 1 or num_rois < 1:
+        raise ValueError(f"count_detector_macs: expected a positive image size, batch and num_rois, got {image_size}, "
+                         f"{batch} and {num_rois}")
+    images = torch.empty(batch, 3, h, w, device="meta")
+    if hasattr(detector, "forward_dense"):
+        report = count_macs(copy.deepcopy(_TwoStageDense(detector, num_rois)).to("meta"), images)
+        # Names as the detector's own ("backbone...", not "detector.backbone...").
+        report.per_module = {k.removeprefix("detector."): v for k, v in report.per_module.items()}
+        return report
     missing = [n for n in ("backbone", "neck", "head") if not isinstance(getattr(detector, n, None), nn.Module)]
     if missing:
-        raise ValueError(f"count_detector_macs: expected a detector with backbone, neck and head modules; "
-                         f"{type(detector).__name__} lacks {missing}")
-    h, w = (int(v) for v in image_size)
-    if h < 1 or w < 1 or batch < 1:
-        raise ValueError(f"count_detector_macs: expected a positive image size and batch, got {image_size} and {batch}")
+        raise ValueError(f"count_detector_macs: expected a detector with backbone, neck and head modules (or "
+                         f"forward_dense); {type(detector).__name__} lacks {missing}")
     dense = copy.deepcopy(_DenseDetector(detector)).to("meta")
-    return count_macs(dense, torch.empty(batch, 3, h, w, device="meta"))
+    return count_macs(dense, images)
 
 
 @dataclass

@@ -13,24 +13,37 @@ from torch import nn
 from nasx.models.detectors.anchors import AnchorGenerator, DefaultBoxGenerator
 from nasx.models.detectors.fcos import FCOS
 from nasx.models.detectors.retinanet import RetinaNet
+from nasx.models.detectors.roi_heads import RoIHeads
+from nasx.models.detectors.roi_pool import MultiLevelRoIAlign
+from nasx.models.detectors.rpn import RPN, RPNHead
 from nasx.models.detectors.ssdlite import SSDLite, SSDLiteFeatures
+from nasx.models.detectors.two_stage import TwoStageDetector
 from nasx.models.heads.fcos_head import FCOSHead
 from nasx.models.heads.retina_head import RetinaHead
+from nasx.models.heads.roi_box_head import BoxPredictor, TwoFCHead
 from nasx.models.heads.ssdlite_head import SSDLiteHead
 from nasx.models.necks import FPN, SSDLiteExtra
+from nasx.models.necks.fpn import sm_nas_fpn_levels
 from nasx.spaces.mbconv import MBConvEncoding
 from nasx.spaces.residual import ResidualEncoding
 
-__all__ = ["DETECTORS", "build_backbone", "build_detector", "build_fcos", "build_from_spec", "build_nas_fcos",
-           "build_retinanet", "build_ssdlite"]
+__all__ = ["DETECTORS", "build_backbone", "build_cascade_rcnn", "build_detector", "build_faster_rcnn", "build_fcos",
+           "build_from_spec", "build_nas_fcos", "build_retinanet", "build_ssdlite"]
+
+RPN_KINDS = ("rpn", "ga")
 
 
-def build_backbone(encoding: str, *, norm: str = "bn", out_features=("c3", "c4", "c5")) -> nn.Module:
-    """A residual (``bottleneck_64_...``, ``resnet50``) or MBConv (``mb32_...``, ``mobilenet_v2``) backbone."""
+def build_backbone(encoding: str, *, norm: str = "bn", out_features=("c3", "c4", "c5"),
+                   stem: str | None = None) -> nn.Module:
+    """A residual (``bottleneck_64_...``, ``resnet50``) or MBConv (``mb32_...``, ``mobilenet_v2``) backbone.
+    ``stem`` (residual only): ``"resnet"`` (7x7 conv + max-pool, the default) or ``"sm_nas"`` (two 3x3/2 convs)."""
     text = str(encoding).strip()
     is_mb = text.startswith("mb") or text in ("mobilenet_v2",)
-    enc = MBConvEncoding.parse(text) if is_mb else ResidualEncoding.parse(text)
-    return enc.build(norm=norm, out_features=tuple(out_features))
+    if is_mb:
+        if stem is not None:
+            raise ValueError(f"stem applies to residual backbones; {text!r} is an MBConv backbone")
+        return MBConvEncoding.parse(text).build(norm=norm, out_features=tuple(out_features))
+    return ResidualEncoding.parse(text).build(norm=norm, out_features=tuple(out_features), stem=stem or "resnet")
 
 
 def build_fcos(*, backbone: str, num_classes: int, fpn_channels: int = 256, norm: str = "bn",
@@ -107,8 +120,78 @@ def build_nas_fcos(*, backbone: str, num_classes: int, arch: str = "baseline", f
     return FCOS(backbone=trunk, neck=neck, head=head, num_classes=num_classes, **kwargs)
 
 
+def _build_rcnn(*, backbone: str, num_classes: int, stages: int, fpn_levels, fpn_channels: int, norm: str,
+                stem: str | None, rpn: str, fc_channels: int, roi_size: int, rpn_settings: dict | None,
+                **kwargs) -> TwoStageDetector:
+    if rpn not in RPN_KINDS:
+        raise ValueError(f"rpn must be one of {RPN_KINDS} ('ga': guided anchoring), got {rpn!r}")
+    if fpn_levels is None:  # the original Faster R-CNN: RPN and RoIs on C4, 15 anchors of 32-512 px
+        trunk = build_backbone(backbone, norm=norm, out_features=("c4",), stem=stem)
+        neck, rpn_levels, roi_levels, channels = None, ["c4"], None, trunk.channels["c4"]
+        strides, sizes, scales = (16,), (32.0,), (1.0, 2.0, 4.0, 8.0, 16.0)
+    else:
+        in_names, extra = sm_nas_fpn_levels(*fpn_levels)
+        trunk = build_backbone(backbone, norm=norm, out_features=tuple(in_names), stem=stem)
+        neck = FPN(in_channels={n: trunk.channels[n] for n in in_names}, out_channels=fpn_channels,
+                   extra_levels=extra, extra_from="p5", extra_mode="pool")
+        rpn_levels, channels = None, fpn_channels
+        roi_levels = ["p" + n[1:] for n in in_names]  # pooled extra levels carry no RoIs (torchvision, mmdet)
+        strides = tuple(neck.strides.values())
+        sizes, scales = tuple(8.0 * s for s in strides), (1.0,)  # one size per level: 8 x stride
+    if rpn == "ga":
+        from nasx.models.detectors.ga_rpn import GARPN
+
+        proposer = GARPN(in_channels=channels, strides=strides, **(rpn_settings or {}))
+    else:
+        # torchvision's anchors (corner-aligned, half sizes rounded): its proposals exactly.
+        anchors = AnchorGenerator(sizes=sizes, strides=strides, scales=scales, offset=0.0, round_half_sizes=True)
+        proposer = RPN(head=RPNHead(in_channels=channels, num_anchors=anchors.num_anchors), anchor_generator=anchors,
+                       **(rpn_settings or {}))
+    heads = [TwoFCHead(in_channels=channels, roi_size=roi_size, fc_channels=fc_channels) for _ in range(stages)]
+    predictors = [BoxPredictor(in_channels=fc_channels, num_classes=num_classes, class_agnostic=stages > 1)
+                  for _ in range(stages)]
+    roi_heads = RoIHeads(box_pool=MultiLevelRoIAlign(output_size=roi_size), box_heads=heads,
+                         box_predictors=predictors, num_classes=num_classes, **kwargs)
+    return TwoStageDetector(backbone=trunk, neck=neck, rpn=proposer, roi_heads=roi_heads, num_classes=num_classes,
+                            rpn_levels=rpn_levels, roi_levels=roi_levels)
+
+
+def build_faster_rcnn(*, backbone: str, num_classes: int, fpn_levels: tuple[int, int] | None = (1, 5),
+                      fpn_channels: int = 256, norm: str = "bn", stem: str | None = None, rpn: str = "rpn",
+                      fc_channels: int = 1024, roi_size: int = 7, rpn_settings: dict | None = None,
+                      **kwargs) -> TwoStageDetector:
+    """Faster R-CNN: backbone, FPN, RPN (``rpn="ga"``: guided anchoring) and one R-CNN stage with the
+    two-FC head (``fc_channels`` wide) and class-specific boxes.
+
+    ``fpn_levels=(start, end)`` in SM-NAS's naming (P1-P4 the backbone's strides 4-32, P5/P6 max-pooled
+    from the last): (1, 5) is the standard FPN (C2-C5 in, strides 4-64 out), (2, 5) takes C3-C5;
+    ``None`` is the original single-level Faster R-CNN on C4 (15 anchors per location). RoIs are pooled
+    from the levels that have a backbone input. With ``resnet50`` and 90 classes it is torchvision's
+    ``fasterrcnn_resnet50_fpn`` parameter for parameter (41.76M; 41.30M for COCO's 80).
+    ``rpn_settings`` go to the RPN (``pre_nms_top_n``, ``post_nms_top_n``, ``nms_thresh``, ...), other
+    keyword arguments to :class:`RoIHeads` (``batch_size_per_image``, ``score_thresh``, ...).
+    """
+    return _build_rcnn(backbone=backbone, num_classes=num_classes, stages=1, fpn_levels=fpn_levels,
+                       fpn_channels=fpn_channels, norm=norm, stem=stem, rpn=rpn, fc_channels=fc_channels,
+                       roi_size=roi_size, rpn_settings=rpn_settings, **kwargs)
+
+
+def build_cascade_rcnn(*, backbone: str, num_classes: int, cascade_stages: int = 3,
+                       fpn_levels: tuple[int, int] | None = (1, 5), fpn_channels: int = 256, norm: str = "bn",
+                       stem: str | None = None, rpn: str = "rpn", fc_channels: int = 1024, roi_size: int = 7,
+                       rpn_settings: dict | None = None, **kwargs) -> TwoStageDetector:
+    """Cascade R-CNN: as :func:`build_faster_rcnn` with ``cascade_stages`` (2-4) R-CNN stages of their own
+    two-FC heads, class-agnostic boxes, IoU thresholds and loss weights of
+    :func:`~nasx.models.detectors.roi_heads.cascade_settings` (0.5/0.6/0.7 and 1/0.5/0.25 for three)."""
+    return _build_rcnn(backbone=backbone, num_classes=num_classes, stages=cascade_stages, fpn_levels=fpn_levels,
+                       fpn_channels=fpn_channels, norm=norm, stem=stem, rpn=rpn, fc_channels=fc_channels,
+                       roi_size=roi_size, rpn_settings=rpn_settings, **kwargs)
+
+
 DETECTORS: dict[str, Callable[..., nn.Module]] = {"fcos": build_fcos, "retinanet": build_retinanet,
-                                                  "ssdlite": build_ssdlite, "nas_fcos": build_nas_fcos}
+                                                  "ssdlite": build_ssdlite, "nas_fcos": build_nas_fcos,
+                                                  "faster_rcnn": build_faster_rcnn,
+                                                  "cascade_rcnn": build_cascade_rcnn}
 
 
 def build_detector(name: str, **kwargs) -> nn.Module:

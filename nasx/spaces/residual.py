@@ -11,7 +11,8 @@ Grammar: ``<block>_<base>_<stage>-<stage>-...``
 
 ``basicblock_64_11-21-21-21`` is ResNet-18, ``bottleneck_64_111-2111-211111-211``
 ResNet-50 and ``Xbottleneck_64_111-2111-211111-211`` ResNeXt-50 32x4d, exactly as
-torchvision builds them; the SM-NAS models E0-E5 are in ``SM_NAS_BACKBONES``.
+torchvision builds them (``NAMED`` also has ResNet-34/101 and ResNeXt-101 32x4d, SM-NAS's
+stage-one backbones); the SM-NAS models E0-E5 are in ``SM_NAS_BACKBONES``.
 """
 from __future__ import annotations
 
@@ -34,6 +35,8 @@ NAMED = {
     "resnet50": "bottleneck_64_111-2111-211111-211",
     "resnet101": "bottleneck_64_111-2111-" + "2" + "1" * 22 + "-211",
     "resnext50_32x4d": "Xbottleneck_64_111-2111-211111-211",
+    # torchvision has no 32x4d at depth 101 (only 32x8d); this is mmdet's / timm's (44.18M with fc).
+    "resnext101_32x4d": "Xbottleneck_64_111-2111-" + "2" + "1" * 22 + "-211",
 }
 
 # SM-NAS Table 2.
@@ -92,7 +95,9 @@ class ResidualEncoding:
 
     def build(self, *, norm: str = "bn", stem: str = "resnet", out_features: tuple[str, ...] | None = None,
               zero_init_residual: bool = True) -> ResidualBackbone:
-        """The backbone this encoding describes, with ``norm`` in {"bn", "gn", "gn_ws"}."""
+        """The backbone this encoding describes, with ``norm`` in {"bn", "gn", "gn_ws"} and ``stem``
+        ``"resnet"`` (7x7/2 conv + max-pool, torchvision's) or ``"sm_nas"`` (3x3/2 conv to base / 2,
+        3x3/2 conv to base: the released SM-NAS models')."""
         if stem not in STEMS:
             raise ValueError(f"stem must be one of {STEMS}, got {stem!r}")
         stem_module = (resnet_stem if stem == "resnet" else sm_nas_stem)(self.base, norm)

@@ -90,12 +90,19 @@ def resnet_stem(out_channels: int = 64, norm: str = "bn") -> nn.Sequential:
 
 
 def sm_nas_stem(out_channels: int = 64, norm: str = "bn") -> nn.Sequential:
-    """SM-NAS's stem: two 3x3/2 convs (its stage 1 and the first layer of stage 2), stride 4."""
+    """SM-NAS's stem: "stage 1 and the first layer of stage 2" are 3x3/2 convs, stride 4 in all:
+    3x3/2 conv 3 -> ``out_channels // 2``, norm, ReLU, 3x3/2 conv -> ``out_channels``, norm, ReLU.
+
+    The half-width first conv is how the released SM-NAS models build it (vega's
+    ``ResNetVariantDet._make_stem_layer``); only this reproduces their parameter counts.
+    [N, 3, H, W] -> [N, out_channels, H/4, W/4].
+    """
+    mid = max(out_channels // 2, 1)
     return nn.Sequential(
-        conv2d(3, out_channels, 3, stride=2, norm=norm),
-        norm2d(out_channels, norm),
+        conv2d(3, mid, 3, stride=2, norm=norm),
+        norm2d(mid, norm),
         nn.ReLU(inplace=True),
-        conv2d(out_channels, out_channels, 3, stride=2, norm=norm),
+        conv2d(mid, out_channels, 3, stride=2, norm=norm),
         norm2d(out_channels, norm),
         nn.ReLU(inplace=True),
     )

@@ -24,10 +24,10 @@ def flatten_anchor_outputs(maps: list[Tensor], per_anchor: int) -> Tensor:
     return torch.cat(out, dim=1)
 
 
-def _grid(h: int, w: int, step_y: float, step_x: float, device, dtype) -> Tensor:
-    """Cell centres of an h x w grid with the given steps: Tensor[h * w, 2] as (x, y)."""
-    ys = (torch.arange(h, device=device, dtype=dtype) + 0.5) * step_y
-    xs = (torch.arange(w, device=device, dtype=dtype) + 0.5) * step_x
+def _grid(h: int, w: int, step_y: float, step_x: float, device, dtype, offset: float = 0.5) -> Tensor:
+    """Points ``(j + offset) * step`` of an h x w grid (cell centres by default): Tensor[h * w, 2] as (x, y)."""
+    ys = (torch.arange(h, device=device, dtype=dtype) + offset) * step_y
+    xs = (torch.arange(w, device=device, dtype=dtype) + offset) * step_x
     yy, xx = torch.meshgrid(ys, xs, indexing="ij")
     return torch.stack([xx.flatten(), yy.flatten()], dim=1)
 
@@ -49,6 +49,10 @@ class AnchorGenerator:
         strides: stride of each level.
         scales: per-level octave scales (2^0, 2^(1/3), 2^(2/3)).
         aspect_ratios: height / width ratios.
+        offset: anchor centres at ``(j + offset) * stride``: 0.5 puts them on the cell centres (the
+            points FCOS regresses from), 0 on the cells' top-left corners as torchvision and mmdet do.
+        round_half_sizes: round each anchor's half width / height to whole pixels, as torchvision's
+            ``AnchorGenerator`` does (needed to give its proposals exactly).
 
     ``generator(feature_sizes, device, dtype)`` returns one Tensor[H_l * W_l * A, 4] per level,
     cached per (feature sizes, device, dtype): an input size is computed once.
@@ -57,11 +61,13 @@ class AnchorGenerator:
     def __init__(self, *, sizes: Sequence[float] = (32, 64, 128, 256, 512),
                  strides: Sequence[int] = (8, 16, 32, 64, 128),
                  scales: Sequence[float] = (1.0, 2 ** (1 / 3), 2 ** (2 / 3)),
-                 aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0)):
+                 aspect_ratios: Sequence[float] = (0.5, 1.0, 2.0), offset: float = 0.5,
+                 round_half_sizes: bool = False):
         if len(sizes) != len(strides):
             raise ValueError(f"AnchorGenerator: {len(sizes)} sizes but {len(strides)} strides; expected one per level")
         self.sizes, self.strides = tuple(float(s) for s in sizes), tuple(int(s) for s in strides)
         self.scales, self.aspect_ratios = tuple(scales), tuple(aspect_ratios)
+        self.offset, self.round_half_sizes = float(offset), bool(round_half_sizes)
         self._cache: dict = {}
 
     @property
@@ -77,7 +83,8 @@ class AnchorGenerator:
                 area = (self.sizes[level] * scale) ** 2
                 w = math.sqrt(area / ratio)
                 wh.append((w, w * ratio))
-        return torch.tensor(wh, dtype=torch.float64)
+        wh = torch.tensor(wh, dtype=torch.float64)
+        return 2 * torch.round(wh / 2) if self.round_half_sizes else wh
 
     def __call__(self, feature_sizes: Sequence[tuple[int, int]], device=None, dtype=torch.float32) -> list[Tensor]:
         if len(feature_sizes) != len(self.strides):
@@ -86,7 +93,7 @@ class AnchorGenerator:
         if key not in self._cache:
             out = []
             for level, ((h, w), s) in enumerate(zip(key[0], self.strides)):
-                centres = _grid(h, w, s, s, device, torch.float64)
+                centres = _grid(h, w, s, s, device, torch.float64, self.offset)
                 out.append(_place(centres, self.shapes(level).to(device)).to(dtype))
             self._cache[key] = out
         return self._cache[key]
