@@ -4,7 +4,7 @@ import math
 import numpy as np
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import nasx
@@ -149,7 +149,7 @@ def test_hypervolume_matches_moocore(data):
     assert nasx.ops.hypervolume(x, reference) == pytest.approx(expected, rel=1e-12, abs=1e-12)
 
 
-@pytest.mark.parametrize("m,n", [(2, 5000), (3, 3000), (4, 300), (5, 120)])
+@pytest.mark.parametrize("m,n", [(2, 5000), (3, 3000), (4, 3000), (5, 120), (6, 40)])
 def test_hypervolume_integer_grid_is_exact(m, n):
     """On an integer grid every partial sum is exact, so the answer is moocore's to the bit."""
     moocore = pytest.importorskip("moocore")
@@ -157,6 +157,65 @@ def test_hypervolume_integer_grid_is_exact(m, n):
     x = torch.randint(0, 64, (n, m), generator=g).double()
     reference = torch.full((m,), 60.0, dtype=torch.float64)
     assert nasx.ops.hypervolume(x, reference) == moocore.hypervolume(x.numpy(), ref=reference.numpy())
+
+
+def hv_front(seed, n, m, kind):
+    """Fresh sets where every M >= 4 path is exercised: a front on the unit sphere
+    (most points non-dominated), or uniform points (most dominated); both with
+    repeated rows and rows on or beyond the reference's boundary (ignored)."""
+    g = torch.Generator().manual_seed(seed)
+    if kind == "sphere":
+        x = torch.randn(n, m, generator=g, dtype=torch.float64).abs()
+        x = x / x.norm(dim=1, keepdim=True)
+    else:
+        x = torch.rand(n, m, generator=g, dtype=torch.float64)
+    k = max(n // 10, 1)
+    repeats = x[torch.randint(0, n, (k,), generator=g)]
+    outside = torch.rand(k, m, generator=g, dtype=torch.float64) * 0.5
+    outside[torch.arange(k), torch.randint(0, m, (k,), generator=g)] = 1.1  # on the boundary: nothing
+    outside[: k // 2, 0] = 1.5  # beyond it
+    x = torch.cat([x, repeats, outside])
+    return x[torch.randperm(len(x), generator=g)], torch.full((m,), 1.1, dtype=torch.float64)
+
+
+@settings(max_examples=8)
+@given(seed=st.integers(0, 2**31 - 1))
+@pytest.mark.parametrize("kind", ["sphere", "uniform"])
+@pytest.mark.parametrize("m,n", [(4, 400), (5, 120), (6, 50)])
+def test_hypervolume_many_objectives_matches_moocore(m, n, kind, seed):
+    moocore = pytest.importorskip("moocore")
+    x, reference = hv_front(seed, n, m, kind)
+    expected = moocore.hypervolume(x.numpy(), ref=reference.numpy())
+    assert nasx.ops.hypervolume(x, reference) == pytest.approx(expected, rel=1e-12, abs=0)
+
+
+@settings(max_examples=15)
+@given(seed=st.integers(0, 2**31 - 1))
+@pytest.mark.parametrize("kind", ["sphere", "uniform"])
+@pytest.mark.parametrize("m,n", [(4, 12), (5, 8), (6, 6)])
+def test_hypervolume_many_objectives_matches_reference(m, n, kind, seed):
+    x, reference = hv_front(seed, n, m, kind)
+    assert nasx.ops.hypervolume(x, reference) == pytest.approx(ref.hypervolume(x, reference), rel=1e-12, abs=0)
+
+
+def test_hypervolume_4d_large_matches_moocore():
+    moocore = pytest.importorskip("moocore")
+    for kind in ["sphere", "uniform"]:
+        x, reference = hv_front(int(torch.randint(0, 2**31 - 1, ())), 3000, 4, kind)
+        expected = moocore.hypervolume(x.numpy(), ref=reference.numpy())
+        assert nasx.ops.hypervolume(x, reference) == pytest.approx(expected, rel=1e-12, abs=0)
+
+
+def test_hypervolume_4d_ties():
+    """Equal coordinates in every position of the sweeps (a grid), checked by dimension
+    symmetry: permuting the objectives must not change the volume."""
+    moocore = pytest.importorskip("moocore")
+    g = torch.Generator().manual_seed(int(torch.randint(0, 2**31 - 1, ())))
+    x = torch.randint(0, 5, (200, 4), generator=g).double() / 4
+    reference = torch.full((4,), 1.0, dtype=torch.float64)
+    expected = moocore.hypervolume(x.numpy(), ref=reference.numpy())
+    for perm in [[0, 1, 2, 3], [3, 2, 1, 0], [1, 3, 0, 2]]:
+        assert nasx.ops.hypervolume(x[:, perm], reference) == expected
 
 
 def test_hypervolume_small_cases():

@@ -37,6 +37,16 @@ inline void check_same_device(const at::Tensor& a, const char* a_name, const at:
                     a.device(), " and ", b_name, " on ", b.device());
 }
 
+// hypervolume(points [N, M], reference [M]) on every backend. NaN is checked where
+// the values are read (the CPU kernel; the CUDA op runs it on a host copy).
+inline void check_hypervolume_inputs(const at::Tensor& points, const at::Tensor& reference) {
+  const char* op = "hypervolume";
+  check_objectives(points, op, "points");
+  check_float(reference, op, "reference");
+  check_vector(reference, points.size(1), op, "reference", "M");
+  check_same_device(points, "points", reference, "reference", op);
+}
+
 // NaN policy of every Pareto op: a NaN objective (or cost, accuracy, reference)
 // has no place in an order, so it is rejected rather than given an arbitrary rank.
 // On CUDA this reads one flag back to the host.

@@ -67,7 +67,8 @@ def hypervolume(points: Tensor, reference: Tensor) -> float:
     Same value as ``moocore.hypervolume`` (up to float64 rounding of the sum).
     Points that do not strictly dominate the reference (p_j < r_j for every j)
     contribute nothing. Computed in float64: O(N log N) for M = 2 and M = 3 (HV3D),
-    slicing in the WFG manner down to HV3D for M >= 4. On CUDA tensors the points
+    O(N^2) for M = 4 (HV4D+, a sweep in the 4th objective adding 3-D contributions),
+    slicing in the WFG manner down to HV4D+ for M >= 5. On CUDA tensors the points
     are copied to the host and the CPU algorithm runs (exact sweeps have no good
     GPU form at archive sizes); the op itself returns a 0-dim tensor on the points'
     device, see ``torch.ops.nasx.hypervolume``.

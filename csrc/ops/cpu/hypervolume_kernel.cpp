@@ -6,12 +6,15 @@
 //   M = 2  sweep in f0 keeping the lowest f1: O(N log N);
 //   M = 3  HV3D: sweep in f2, keeping the (f0, f1) staircase and its area in an
 //          ordered map, each insertion adding the area it newly covers: O(N log N);
-//   M >= 4 slicing in the WFG manner (While et al. 2012): with the points in
+//   M = 4  HV4D+ (Guerreiro and Fonseca 2018): sweep in f3, adding each point's
+//          3-D contribution to the volume of the (f0, f1, f2) front: O(N^2);
+//   M >= 5 slicing in the WFG manner (While et al. 2012): with the points in
 //          decreasing order of the last objective, point i adds
 //          (r_last - p_i,last) * (the (M-1)-D volume p_i covers that the later
 //          points do not), i.e. its inclusive (M-1)-D volume less the volume of the
-//          later points limited to p_i (non-dominated ones only). The terms are
-//          independent and summed over threads; recursion ends in HV3D.
+//          later points limited to p_i (non-dominated ones only for M - 1 >= 5;
+//          HV4D+ drops dominated points itself). The terms are independent and
+//          summed over threads; recursion ends in HV4D+: O(N^(M-2)) at worst.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
@@ -90,6 +93,153 @@ double hv_3d(const PointSet& s, const double* ref) {
   return volume;
 }
 
+// M = 4: HV4D+ (Guerreiro and Fonseca 2018). The points, in increasing f3, sweep
+// the 4th axis; `front` holds the (f0, f1, f2) = (x, y, z) projections seen so far
+// that no other one weakly dominates, as a list in increasing (z, y, x), and v3
+// their 3-D volume, so the 4-D volume is the sum of v3 times the f3 gaps. A new
+// point p adds to v3 its 3-D contribution, an HV3D sweep along z restricted to p's
+// box. What makes that O(n) is HV3D+'s bookkeeping: each front point q keeps the
+// two neighbours it has on the (x, y) staircase of the front points below it in z
+// (`right`: least (x, y) among those with a lower y; `left`: least (y, x) among
+// those with a lower x), so it is linked into the staircase in O(1) as the sweep
+// passes it, the steps it hides being visited once. Inserting p updates those
+// neighbours in one pass over the points above it. O(n^2) overall.
+struct Node {
+  double x, y, z;
+  int32_t next, prev;    // the front in increasing (z, y, x)
+  int32_t right, left;   // staircase neighbours among the points below (kept)
+  int32_t cright, cleft; // links of the staircase being swept (rebuilt per point)
+};
+
+// (z, y, x) order of the front.
+inline bool before(const Node& a, const Node& b) {
+  return a.z < b.z || (a.z == b.z && (a.y < b.y || (a.y == b.y && a.x <= b.x)));
+}
+inline bool less_xyz(const Node& a, const Node& b) {
+  return a.x < b.x || (a.x == b.x && (a.y < b.y || (a.y == b.y && a.z < b.z)));
+}
+inline bool less_yxz(const Node& a, const Node& b) {
+  return a.y < b.y || (a.y == b.y && (a.x < b.x || (a.x == b.x && a.z < b.z)));
+}
+
+class Front4D {
+ public:
+  // Nodes 0 and 1 are the staircase ends A = (-inf, ref1) and B = (ref0, -inf),
+  // below everything; node 2 is E = (-inf, -inf, ref2), which covers every box and
+  // ends each sweep. The slots of dominated points are reused: the front stays
+  // compact in memory, and the sweeps, which follow links, stay in cache.
+  explicit Front4D(const double* ref) {
+    const double inf = std::numeric_limits<double>::infinity();
+    nodes_.push_back(Node{-inf, ref[1], -inf, b_, -1, -1, -1, -1, -1});
+    nodes_.push_back(Node{ref[0], -inf, -inf, e_, a_, -1, -1, -1, -1});
+    nodes_.push_back(Node{-inf, -inf, ref[2], -1, b_, -1, -1, -1, -1});
+  }
+
+  // Adds (x, y, z) to the front, returning the 3-D volume it adds (0, and the
+  // front unchanged, when a point of the front weakly dominates it).
+  double add(double x, double y, double z) {
+    std::vector<Node>& v = nodes_;
+    Node p{x, y, z, -1, -1, -1, -1, -1, -1};
+    // The staircase of the points below p, and p's neighbours on it.
+    v[a_].cright = b_, v[b_].cleft = a_;
+    int32_t right = b_, left = a_, q = v[b_].next;
+    double rx = v[b_].x, ry = v[b_].y, ly = v[a_].y, lx = v[a_].x;  // no two front points share (x, y)
+    for (; q != e_ && before(v[q], p); q = v[q].next) {
+      const Node& n = v[q];
+      if (n.x <= x && n.y <= y) return 0;  // weakly dominates p
+      link(q);
+      if (n.y < y) {
+        if (n.x < rx || (n.x == rx && n.y < ry)) right = q, rx = n.x, ry = n.y;
+      } else if (n.x < x && (n.y < ly || (n.y == ly && n.x < lx))) {
+        left = q, ly = n.y, lx = n.x;
+      }
+    }
+    // The part of p's box the staircase leaves uncovered; then sweep the points above p.
+    double area = newly_covered(right, x, y);
+    double volume = 0, last = z;
+    const int32_t first_above = q;
+    for (;; q = v[q].next) {
+      const Node& n = v[q];
+      volume += area * (n.z - last);
+      if (n.x <= x && n.y <= y) break;  // covers the rest of p's box (E at the end)
+      area -= newly_covered(n.right, std::max(n.x, x), std::max(n.y, y));
+      link(q);
+      last = n.z;
+    }
+    // Insert p before the points above it; drop those it dominates; p becomes a
+    // neighbour of the ones whose staircase it changes.
+    p.right = right, p.left = left;
+    p.prev = v[first_above].prev, p.next = first_above;
+    int32_t i;
+    if (free_.empty()) {
+      i = static_cast<int32_t>(v.size());
+      v.push_back(p);
+    } else {
+      i = free_.back();
+      free_.pop_back();
+      v[i] = p;
+    }
+    v[p.prev].next = i, v[first_above].prev = i;
+    for (q = first_above; q != e_; q = v[q].next) {
+      Node& n = v[q];
+      if (x <= n.x && y <= n.y) {  // no point keeps n as a neighbour: p replaces it
+        v[n.prev].next = n.next, v[n.next].prev = n.prev;
+        free_.push_back(q);
+      } else if (n.x <= x && n.y <= y) {
+        break;  // n is a better neighbour than p for every point above it
+      } else if (x < n.x) {
+        if (less_yxz(p, v[n.left])) n.left = i;  // here y > n.y
+      } else if (y < n.y && less_xyz(p, v[n.right])) {
+        n.right = i;
+      }
+    }
+    return volume;
+  }
+
+ private:
+  // Puts q on the staircase between its neighbours, hiding the steps between them.
+  void link(int32_t q) {
+    Node& n = nodes_[q];
+    n.cright = n.right, n.cleft = n.left;
+    nodes_[n.right].cleft = q;
+    nodes_[n.left].cright = q;
+  }
+
+  // Area of [x0, inf) x [y0, inf) under the staircase's steps left of `right`,
+  // i.e. what a point with right neighbour `right` and corner (x0, y0) covers anew.
+  double newly_covered(int32_t right, double x0, double y0) const {
+    double edge = nodes_[right].x, area = 0;
+    int32_t s = nodes_[right].cleft;
+    for (; nodes_[s].x > x0; s = nodes_[s].cleft) {
+      const Node& n = nodes_[s];
+      if (n.y > y0) area += (edge - n.x) * (n.y - y0);
+      edge = n.x;
+    }
+    if (edge > x0 && nodes_[s].y > y0) area += (edge - x0) * (nodes_[s].y - y0);
+    return area;
+  }
+
+  static constexpr int32_t a_ = 0, b_ = 1, e_ = 2;
+  std::vector<Node> nodes_;
+  std::vector<int32_t> free_;
+};
+
+double hv_4d(const PointSet& s, const double* ref) {
+  const int64_t n = s.size();
+  std::vector<int64_t> order(n);
+  std::iota(order.begin(), order.end(), 0);
+  std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return s.row(a)[3] < s.row(b)[3]; });
+  Front4D front(ref);
+  double v3 = 0, volume = 0;
+  for (int64_t k = 0; k < n; ++k) {
+    const double* r = s.row(order[k]);
+    v3 += front.add(r[0], r[1], r[2]);
+    const double next = k + 1 < n ? s.row(order[k + 1])[3] : ref[3];
+    volume += v3 * (next - r[3]);
+  }
+  return volume;
+}
+
 // Drop dominated and repeated points (minimisation).
 PointSet nondominated(const PointSet& s) {
   const int64_t n = s.size(), d = s.d;
@@ -128,7 +278,7 @@ double slice_term(const PointSet& sorted, int64_t i, const double* ref) {
     const double* q = sorted.row(k);
     for (int64_t j = 0; j < e; ++j) limited.x.push_back(std::max(p[j], q[j]));
   }
-  const double excl = incl - (limited.size() ? hv_rec(e >= 4 ? nondominated(limited) : limited, ref, false) : 0.0);
+  const double excl = incl - (limited.size() ? hv_rec(e >= 5 ? nondominated(limited) : limited, ref, false) : 0.0);
   return (ref[e] - p[e]) * excl;
 }
 
@@ -138,6 +288,7 @@ double hv_rec(const PointSet& s, const double* ref, bool parallel) {
   if (d == 1) return hv_1d(s, ref);
   if (d == 2) return hv_2d(s, ref);
   if (d == 3) return hv_3d(s, ref);
+  if (d == 4) return hv_4d(s, ref);
   std::vector<int64_t> order(n);
   std::iota(order.begin(), order.end(), 0);
   std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return s.row(a)[d - 1] > s.row(b)[d - 1]; });
@@ -158,13 +309,9 @@ double hv_rec(const PointSet& s, const double* ref, bool parallel) {
 }
 
 at::Tensor hypervolume_cpu(const at::Tensor& points_in, const at::Tensor& reference_in) {
-  const char* op = "hypervolume";
-  check_objectives(points_in, op, "points");
-  check_float(reference_in, op, "reference");
-  check_vector(reference_in, points_in.size(1), op, "reference", "M");
-  check_same_device(points_in, "points", reference_in, "reference", op);
-  check_no_nan(points_in, op, "points");
-  check_no_nan(reference_in, op, "reference");
+  check_hypervolume_inputs(points_in, reference_in);
+  check_no_nan(points_in, "hypervolume", "points");
+  check_no_nan(reference_in, "hypervolume", "reference");
   const auto pts = points_in.to(at::kDouble).contiguous();
   const auto ref_t = reference_in.to(at::kDouble).contiguous();
   const int64_t n = pts.size(0), d = pts.size(1);
@@ -178,7 +325,7 @@ at::Tensor hypervolume_cpu(const at::Tensor& points_in, const at::Tensor& refere
     for (int64_t j = 0; j < d && inside; ++j) inside = p[j] < ref[j];
     if (inside) s.x.insert(s.x.end(), p, p + d);
   }
-  const double volume = hv_rec(d >= 4 ? nondominated(s) : s, ref, /*parallel=*/true);
+  const double volume = hv_rec(d >= 5 ? nondominated(s) : s, ref, /*parallel=*/true);
   const auto out_dtype = pareto_dtype(at::promote_types(points_in.scalar_type(), reference_in.scalar_type()));
   return at::scalar_tensor(volume, points_in.options().dtype(out_dtype));
 }

@@ -13,11 +13,7 @@ namespace nasx::ops {
 namespace {
 
 at::Tensor hypervolume_cuda(const at::Tensor& points, const at::Tensor& reference) {
-  const char* op = "hypervolume";
-  check_objectives(points, op, "points");
-  check_float(reference, op, "reference");
-  check_vector(reference, points.size(1), op, "reference", "M");
-  check_same_device(points, "points", reference, "reference", op);
+  check_hypervolume_inputs(points, reference);  // NaN: by the CPU kernel, on the copy
   c10::cuda::CUDAGuard guard(points.device());
   static auto cpu_op = c10::Dispatcher::singleton()
                            .findSchemaOrThrow("nasx::hypervolume", "")
