@@ -9,6 +9,7 @@ from nasx.search.archive import ArchiveEntry, ParetoArchive
 from nasx.search.clock import BudgetClock
 from nasx.search.controller import LSTMController
 from nasx.search.controller_strategy import ControllerStrategy
+from nasx.search.evolution import ParetoEvolution
 from nasx.search.loop import best_records, run_search
 from nasx.search.ppo import PPO
 from nasx.search.random_search import RandomSearch
@@ -18,5 +19,5 @@ from nasx.search.strategy import Strategy, scored
 from nasx.search.workers import BACKENDS, InlineWorkers, ProcessWorkers, Workers, make_workers
 
 __all__ = ["BACKENDS", "ArchiveEntry", "BudgetClock", "ControllerStrategy", "InlineWorkers", "LSTMController", "PPO",
-           "ParetoArchive", "ProcessWorkers", "RandomSearch", "RayWorkers", "ResultsLog", "Strategy", "Workers",
-           "best_records", "make_workers", "run_search", "scored"]
+           "ParetoArchive", "ParetoEvolution", "ProcessWorkers", "RandomSearch", "RayWorkers", "ResultsLog", "Strategy",
+           "Workers", "best_records", "make_workers", "run_search", "scored"]
