@@ -4,10 +4,8 @@ strategies on their own: tests/test_search_loop.py.)"""
 import json
 import os
 import pickle
-import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
@@ -19,6 +17,7 @@ from nasx.evaluate.feature_cache import FeatureCache
 from nasx.evaluate.proxy import DecoderProxy, ProxyConfig
 from nasx.spaces.detectors import build_backbone
 from nasx.spaces.nas_fcos import BASELINE, NasFcosArch, NasFcosSpace
+from runhelpers import killed_then_resumed
 
 TINY_BACKBONE = "basicblock_8_1-21-21-21"
 
@@ -80,37 +79,11 @@ TINY_RUN = ["--size", "64", "--backbone", TINY_BACKBONE, "--channels", "8", "--b
             "--top-k", "2", "--min-archs", "6", "--budget-minutes", "0.01", "--quiet"]
 
 
-def _killed_then_resumed(cmd, out, env, log):
-    """Start ``cmd``, SIGKILL it (and its process group: a local Ray cluster too) once the
-    baseline and two candidates are in results.jsonl, run it again to the end; returns the
-    records there before the kill and after the end."""
-    results = out / "results.jsonl"
-    with open(log, "wb") as err:
-        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and proc.poll() is None:
-            if results.exists() and len(results.read_text().splitlines()) >= 3:  # baseline + 2 searched
-                break
-            time.sleep(0.05)
-        alive = proc.poll() is None
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
-    assert alive, f"the run ended before it could be killed: {log.read_text()[-2000:]}"
-    before = [json.loads(line) for line in results.read_text().splitlines() if line.strip().endswith("}")]
-    done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-3000:]
-    records = [json.loads(line) for line in results.read_text().splitlines()]
-    encodings = [r["encoding"] for r in records]
-    assert len(encodings) == len(set(encodings))  # nothing evaluated twice
-    assert encodings[: len(before)] == [r["encoding"] for r in before]  # nothing lost
-    return before, records
-
-
 def test_end_to_end_search_survives_sigkill(tiny_data, tmp_path):
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "nasx", "search", "nas-fcos", "--data", str(tiny_data), "--out", str(out), *TINY_RUN]
     env = dict(os.environ, OMP_NUM_THREADS="1")
-    before, records = _killed_then_resumed(cmd, out, env, tmp_path / "stderr.txt")
+    before, records = killed_then_resumed(cmd, out, env, tmp_path / "stderr.txt")  # baseline + 2 searched
     results = out / "results.jsonl"
     report = json.loads((out / "report.json").read_text())
     assert report["searched"] >= 6 and report["kendall_tau_n"] == 3
@@ -239,7 +212,7 @@ def test_ray_backend_survives_sigkill_and_matches_the_process_backend(tiny_data,
     env = dict(os.environ, OMP_NUM_THREADS="1")
     base = [sys.executable, "-m", "nasx", "search", "nas-fcos", "--data", str(tiny_data), *TINY_RUN, "--workers", "2"]
     ray_out = tmp_path / "ray"
-    _, on_ray = _killed_then_resumed([*base, "--out", str(ray_out), "--backend", "ray"], ray_out, env,
+    _, on_ray = killed_then_resumed([*base, "--out", str(ray_out), "--backend", "ray"], ray_out, env,
                                      tmp_path / "stderr.txt")
     assert json.loads((ray_out / "report.json").read_text())["config"]["backend"] == "ray"
     proc_out = tmp_path / "process"

@@ -38,17 +38,19 @@ class ShortTrainConfig:
     val_images: int = field(default=200, metadata={"help": "validation images scored per candidate (0: all)"})
     latency: bool = field(default=True, metadata={"help": "time each candidate (batch 1) on the device"})
     latency_repeats: int = field(default=10, metadata={"help": "timed forward passes per candidate"})
+    macs_rois: int = field(default=1000, metadata={"help": "two-stage detectors: RoIs per image their MACs are "
+                                                           "counted at"})
     seed: int = field(default=0, metadata={"help": "seed of each candidate's weights and batches"})
 
     def __post_init__(self):
-        if self.steps < 1 or self.batch_size < 1 or self.val_images < 0 or self.latency_repeats < 1:
+        if self.steps < 1 or self.batch_size < 1 or self.val_images < 0 or self.latency_repeats < 1 or self.macs_rois < 1:
             raise ValueError(f"ShortTrainConfig: expected steps, batch_size, latency_repeats >= 1 and val_images "
                              f">= 0, got {self.steps}, {self.batch_size}, {self.latency_repeats}, {self.val_images}")
 
 
 class ShortTrainEvaluator:
     """``evaluator(encoding) -> {"status": "ok", "map", "ap50", "latency_ms", "macs", "params",
-    "train_loss", "seconds", "input_size"}``; raises when the detector cannot be built or diverges
+    "train_loss", "s_per_step", "seconds", "input_size"}``; raises when the detector cannot be built or diverges
     (the search loop records that as a failed candidate).
 
     Args:
@@ -82,6 +84,7 @@ class ShortTrainEvaluator:
         return self._datasets[key]
 
     def __call__(self, encoding) -> dict:
+        """Train, score and measure one architecture (its text, or its mapping)."""
         from nasx.data import build_loader
         from nasx.spaces.detectors import build_from_spec
         from nasx.train import TrainConfig, train
@@ -108,7 +111,8 @@ class ShortTrainEvaluator:
         metrics = evaluate_detector(model, val_set, build_loader(subset, 16), device=self.device)
         model.cpu()
         out = {"status": "ok", "map": metrics["AP"], "ap50": metrics["AP50"], "params": count_params(model),
-               "macs": count_detector_macs(model, size).total, "input_size": list(size),
+               "macs": count_detector_macs(model, size, num_rois=cfg.macs_rois).total, "input_size": list(size),
+               "s_per_step": result["seconds"] / max(result["steps"], 1),
                "train_loss": sum(result["final_losses"].values()) if result.get("final_losses") else math.nan}
         if cfg.latency:
             images = torch.rand(1, 3, *size)

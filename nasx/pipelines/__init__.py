@@ -26,6 +26,9 @@ class Pipeline(NamedTuple):
 PIPELINES = {
     "nas-fcos": Pipeline("nasx.pipelines.nas_fcos", "NasFcosConfig", "run_nas_fcos", "format_summary",
                          "NAS-FCOS: FPN + head search with an LSTM controller and PPO on cached backbone features"),
+    "sm-nas": Pipeline("nasx.pipelines.sm_nas", "SmNasConfig", "run_sm_nas", "format_summary",
+                       "SM-NAS: structural then modular evolutionary multi-objective search with partial-order "
+                       "pruning, every candidate trained from scratch"),
 }
 
 

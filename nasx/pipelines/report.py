@@ -12,7 +12,7 @@ from nasx.atomic import write_bytes, write_json
 from nasx.pipelines.rundir import RunDir
 from nasx.search.archive import ParetoArchive
 
-__all__ = ["row_summary", "write_report", "publish_best", "pareto_plot", "format_table"]
+__all__ = ["COSTS", "row_summary", "write_report", "publish_best", "pareto_plot", "format_table"]
 
 
 def row_summary(row: Mapping, extra: Sequence[str] = ()) -> dict:
@@ -39,16 +39,24 @@ def publish_best(run: RunDir, row: Mapping, **fields) -> None:
                                        "params": row["params"], "checkpoint": "best.pt", **fields})
 
 
+# The cost axes a Pareto plot can have: row field -> (axis name, multiplier).
+COSTS = {"macs": ("GMACs", 1e-9), "latency_ms": ("latency ms", 1.0)}
+
+
 def pareto_plot(run: RunDir, rows: Sequence[Mapping], *, marked: Optional[Mapping[str, Mapping]] = None,
-                title: str = "", name: str = "pareto.png", archive_name: str = "archive.json") -> ParetoArchive:
-    """GMACs vs mAP of ``rows`` with their front (``archive.json`` keeps them), and the
-    ``marked`` rows drawn as named points."""
-    archive = ParetoArchive(objectives=("mAP", "GMACs"), maximize=("mAP",))
+                title: str = "", name: str = "pareto.png", archive_name: str = "archive.json",
+                cost: str = "macs") -> ParetoArchive:
+    """``cost`` (GMACs or latency, see :data:`COSTS`) vs mAP of ``rows`` with their front
+    (``archive_name`` keeps them), and the ``marked`` rows drawn as named points."""
+    if cost not in COSTS:
+        raise ValueError(f"pareto_plot: cost must be one of {sorted(COSTS)}, got {cost!r}")
+    axis, scale = COSTS[cost]
+    archive = ParetoArchive(objectives=("mAP", axis), maximize=("mAP",))
     for r in rows:
-        archive.add(r["encoding"], {"mAP": r["map"], "GMACs": r["macs"] / 1e9}, {"name": r.get("name")})
+        archive.add(r["encoding"], {"mAP": r["map"], axis: r[cost] * scale}, {"name": r.get("name")})
     archive.save(run.path(archive_name))
     archive.plot(run.path(name), title=title,
-                 baselines={label: (r["macs"] / 1e9, r["map"]) for label, r in (marked or {}).items()})
+                 baselines={label: (r[cost] * scale, r["map"]) for label, r in (marked or {}).items()})
     return archive
 
 
