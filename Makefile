@@ -47,6 +47,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_conv_ops.py
 	$(BIN)/python benchmarks/bench_data.py
 	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/bench_two_stage.py
 
 test-cpu-torch:
 	@test -x $(CPU_VENV)/bin/python || $(PYTHON) -m venv $(CPU_VENV)
