@@ -153,8 +153,7 @@ class Front4D {
       } else if (n.x < x && (n.y < ly || (n.y == ly && n.x < lx))) {
         left = q, ly = n.y, lx = n.x;
       }
-    }
-    // The part of p's box the staircase leaves uncovered; then sweep the points above p.
+    }    // The part of p's box the staircase leaves uncovered; then sweep the points above p.
     double area = newly_covered(right, x, y);
     double volume = 0, last = z;
     const int32_t first_above = q;
@@ -240,12 +239,14 @@ double hv_4d(const PointSet& s, const double* ref) {
   return volume;
 }
 
-// Drop dominated and repeated points (minimisation).
-PointSet nondominated(const PointSet& s) {
-  const int64_t n = s.size(), d = s.d;
+// Drop dominated and repeated points (minimisation). D > 0 fixes d at compile
+// time, so the check unrolls and does not branch per coordinate.
+template <int64_t D>
+PointSet nondominated_impl(const PointSet& s) {
+  const int64_t n = s.size(), d = D > 0 ? D : s.d;
   std::vector<int64_t> order(n);
   std::iota(order.begin(), order.end(), 0);
-  // Lexicographic order: a dominator always comes first.
+  // Lexicographic order: a dominator always comes first, so coordinate 0 needs no check.
   std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
     return std::lexicographical_compare(s.row(a), s.row(a) + d, s.row(b), s.row(b) + d);
   });
@@ -253,10 +254,10 @@ PointSet nondominated(const PointSet& s) {
   for (int64_t i : order) {
     const double* p = s.row(i);
     bool dominated = false;
-    for (int64_t k = 0; k < out.size() && !dominated; ++k) {
-      const double* q = out.row(k);
+    for (int64_t k = 0, f = out.size(); k < f && !dominated; ++k) {
+      const double* q = out.x.data() + k * d;
       bool le = true;
-      for (int64_t j = 0; j < d && le; ++j) le = q[j] <= p[j];
+      for (int64_t j = 1; j < d; ++j) le &= q[j] <= p[j];
       dominated = le;  // also drops exact repeats
     }
     if (!dominated) out.x.insert(out.x.end(), p, p + d);
@@ -264,22 +265,112 @@ PointSet nondominated(const PointSet& s) {
   return out;
 }
 
+PointSet nondominated(const PointSet& s) {
+  return s.d == 5 ? nondominated_impl<5>(s) : s.d == 6 ? nondominated_impl<6>(s) : nondominated_impl<0>(s);
+}
+
 double hv_rec(const PointSet& s, const double* ref, bool parallel);
 
-// Volume that point i of `sorted` (decreasing last objective) adds to the later ones.
-double slice_term(const PointSet& sorted, int64_t i, const double* ref) {
-  const int64_t d = sorted.d, n = sorted.size(), e = d - 1;
+// The later points of `sorted` (rows i+1.., d coordinates) limited to p, i.e.
+// max(p, q) over the first e = d - 1 coordinates, less those another limited point
+// weakly dominates: out is cleared and filled. Limiting makes most of them dominated
+// (a few dozen of 1000 survive on a 5-D sphere), so this is where a term's time goes.
+// `sorted` is non-dominated, so no q is <= p in all e coordinates; those that are in
+// all but one, j, limit to z_j = p with z_j[j] = q[j], and the least such q[j], b[j],
+// gives the z_j that dominates every limited point with coordinate j >= b[j]. A first
+// pass finds b (on a 5-D sphere the z_j dominate 5 in 6 points), the second keeps the
+// z_j and the points below b in every coordinate, checking each against the survivor
+// that last dominated one (moved to the front), which usually dominates it too.
+// E > 0 fixes e at compile time, so the loops unroll (E = 4: the 5-D case).
+template <int64_t E>
+void limit_nondominated(const PointSet& sorted, int64_t i, PointSet& out, std::vector<int64_t>& kept) {
+  const int64_t n = sorted.size(), e = E > 0 ? E : sorted.d - 1;
+  const double* p = sorted.row(i);
+  out.d = e;
+  out.x.clear();
+  constexpr double inf = std::numeric_limits<double>::infinity();
+  double fixed[E > 0 ? 2 * E : 1];
+  std::vector<double> any(E > 0 ? 0 : 2 * e);
+  double* q = E > 0 ? fixed : any.data();
+  double* b = q + e;
+  std::fill(b, b + e, inf);
+  for (int64_t k = i + 1; k < n; ++k) {
+    const double* r = sorted.row(k);
+    int64_t below = 0;
+    for (int64_t j = 0; j < e; ++j) below += r[j] <= p[j];
+    if (below == e - 1) {
+      for (int64_t j = 0; j < e; ++j) b[j] = r[j] > p[j] ? std::min(b[j], r[j]) : b[j];
+    }
+  }
+  int64_t f = 0;
+  for (int64_t j = 0; j < e; ++j) {
+    if (b[j] == inf) continue;
+    out.x.insert(out.x.end(), p, p + e);
+    out.x[f * e + j] = b[j];
+    ++f;
+  }
+  // The points below b, gathered without branching (which pass is unpredictable).
+  kept.resize(n - i);
+  int64_t c = 0;
+  for (int64_t k = i + 1; k < n; ++k) {
+    const double* r = sorted.row(k);
+    bool inside = true;
+    for (int64_t j = 0; j < e; ++j) inside &= r[j] < b[j];
+    kept[c] = k;
+    c += inside;
+  }
+  for (int64_t t = 0; t < c; ++t) {
+    const double* r = sorted.row(kept[t]);
+    for (int64_t j = 0; j < e; ++j) q[j] = std::max(p[j], r[j]);
+    double* rows = out.x.data();
+    int64_t by = -1;
+    for (int64_t s = 0; s < f && by < 0; ++s) {
+      const double* o = rows + s * e;
+      bool le = true;
+      for (int64_t j = 0; j < e; ++j) le &= o[j] <= q[j];
+      if (le) by = s;
+    }
+    if (by > 0) std::swap_ranges(rows, rows + e, rows + by * e);
+    if (by >= 0) continue;
+    // q survives: drop the survivors it dominates (none equals q), then add it.
+    for (int64_t s = 0; s < f;) {
+      const double* o = rows + s * e;
+      bool ge = true;
+      for (int64_t j = 0; j < e; ++j) ge &= q[j] <= o[j];
+      if (ge) {
+        --f;
+        std::copy(rows + f * e, rows + (f + 1) * e, rows + s * e);
+      } else {
+        ++s;
+      }
+    }
+    out.x.resize(f * e);
+    out.x.insert(out.x.end(), q, q + e);
+    ++f;
+  }
+}
+
+// Volume that point i of `sorted` (decreasing last objective) adds to the later
+// ones; `limited` and `kept` are scratch space reused across terms.
+double slice_term(const PointSet& sorted, int64_t i, const double* ref, PointSet& limited,
+                  std::vector<int64_t>& kept) {
+  const int64_t e = sorted.d - 1;
   const double* p = sorted.row(i);
   double incl = 1;
   for (int64_t j = 0; j < e; ++j) incl *= ref[j] - p[j];
-  PointSet limited{e, {}};
-  limited.x.reserve((n - i - 1) * e);
-  for (int64_t k = i + 1; k < n; ++k) {
-    const double* q = sorted.row(k);
-    for (int64_t j = 0; j < e; ++j) limited.x.push_back(std::max(p[j], q[j]));
+  if (e == 4) {
+    limit_nondominated<4>(sorted, i, limited, kept);
+  } else {
+    limit_nondominated<0>(sorted, i, limited, kept);
   }
-  const double excl = incl - (limited.size() ? hv_rec(e >= 5 ? nondominated(limited) : limited, ref, false) : 0.0);
-  return (ref[e] - p[e]) * excl;
+  double covered = 0;
+  if (limited.size() == 1) {
+    covered = 1;
+    for (int64_t j = 0; j < e; ++j) covered *= ref[j] - limited.x[j];
+  } else if (limited.size() > 1) {
+    covered = hv_rec(limited, ref, false);
+  }
+  return (ref[e] - p[e]) * (incl - covered);
 }
 
 double hv_rec(const PointSet& s, const double* ref, bool parallel) {
@@ -296,7 +387,9 @@ double hv_rec(const PointSet& s, const double* ref, bool parallel) {
   for (int64_t k = 0; k < n; ++k) std::copy(s.row(order[k]), s.row(order[k]) + d, sorted.x.begin() + k * d);
   std::vector<double> terms(n);
   auto run = [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) terms[i] = slice_term(sorted, i, ref);
+    PointSet limited{d - 1, {}};
+    std::vector<int64_t> kept;
+    for (int64_t i = b; i < e; ++i) terms[i] = slice_term(sorted, i, ref, limited, kept);
   };
   if (parallel && n > 64) {
     at::parallel_for(0, n, 4, run);
