@@ -20,6 +20,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <array>
 #include <limits>
 #include <map>
 #include <numeric>
@@ -128,8 +129,13 @@ class Front4D {
   // below everything; node 2 is E = (-inf, -inf, ref2), which covers every box and
   // ends each sweep. The slots of dominated points are reused: the front stays
   // compact in memory, and the sweeps, which follow links, stay in cache.
-  explicit Front4D(const double* ref) {
+  explicit Front4D(const double* ref) { reset(ref); }
+
+  // Empties the front, keeping its memory (the slicing runs thousands of small ones).
+  void reset(const double* ref) {
     const double inf = std::numeric_limits<double>::infinity();
+    nodes_.clear();
+    free_.clear();
     nodes_.push_back(Node{-inf, ref[1], -inf, b_, -1, -1, -1, -1, -1});
     nodes_.push_back(Node{ref[0], -inf, -inf, e_, a_, -1, -1, -1, -1});
     nodes_.push_back(Node{-inf, -inf, ref[2], -1, b_, -1, -1, -1, -1});
@@ -223,12 +229,20 @@ class Front4D {
   std::vector<int32_t> free_;
 };
 
-double hv_4d(const PointSet& s, const double* ref) {
+// Memory that the many small HV4D+ runs of the slicing reuse.
+struct Scratch4D {
+  Front4D front{std::array<double, 3>{}.data()};
+  std::vector<int64_t> order;
+};
+
+double hv_4d(const PointSet& s, const double* ref, Scratch4D& scratch) {
   const int64_t n = s.size();
-  std::vector<int64_t> order(n);
+  std::vector<int64_t>& order = scratch.order;
+  order.resize(n);
   std::iota(order.begin(), order.end(), 0);
   std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return s.row(a)[3] < s.row(b)[3]; });
-  Front4D front(ref);
+  Front4D& front = scratch.front;
+  front.reset(ref);
   double v3 = 0, volume = 0;
   for (int64_t k = 0; k < n; ++k) {
     const double* r = s.row(order[k]);
@@ -269,18 +283,18 @@ PointSet nondominated(const PointSet& s) {
   return s.d == 5 ? nondominated_impl<5>(s) : s.d == 6 ? nondominated_impl<6>(s) : nondominated_impl<0>(s);
 }
 
-double hv_rec(const PointSet& s, const double* ref, bool parallel);
+double hv_rec(const PointSet& s, const double* ref, bool parallel, Scratch4D* scratch = nullptr);
 
 // The later points of `sorted` (rows i+1.., d coordinates) limited to p, i.e.
 // max(p, q) over the first e = d - 1 coordinates, less those another limited point
 // weakly dominates: out is cleared and filled. Limiting makes most of them dominated
 // (a few dozen of 1000 survive on a 5-D sphere), so this is where a term's time goes.
-// `sorted` is non-dominated, so no q is <= p in all e coordinates; those that are in
+// A q <= p in all e coordinates limits to p (covering p's whole box); those <= p in
 // all but one, j, limit to z_j = p with z_j[j] = q[j], and the least such q[j], b[j],
 // gives the z_j that dominates every limited point with coordinate j >= b[j]. A first
 // pass finds b (on a 5-D sphere the z_j dominate 5 in 6 points), the second keeps the
-// z_j and the points below b in every coordinate, checking each against the survivor
-// that last dominated one (moved to the front), which usually dominates it too.
+// points below b in every coordinate, checking each against the survivor that last
+// dominated one (moved to the front), which usually dominates it too.
 // E > 0 fixes e at compile time, so the loops unroll (E = 4: the 5-D case).
 template <int64_t E>
 void limit_nondominated(const PointSet& sorted, int64_t i, PointSet& out, std::vector<int64_t>& kept) {
@@ -298,16 +312,13 @@ void limit_nondominated(const PointSet& sorted, int64_t i, PointSet& out, std::v
     const double* r = sorted.row(k);
     int64_t below = 0;
     for (int64_t j = 0; j < e; ++j) below += r[j] <= p[j];
-    if (below == e - 1) {
+    if (below >= e - 1) {
+      if (below == e) {  // q limits to p itself, which covers the whole box
+        out.x.assign(p, p + e);
+        return;
+      }
       for (int64_t j = 0; j < e; ++j) b[j] = r[j] > p[j] ? std::min(b[j], r[j]) : b[j];
     }
-  }
-  int64_t f = 0;
-  for (int64_t j = 0; j < e; ++j) {
-    if (b[j] == inf) continue;
-    out.x.insert(out.x.end(), p, p + e);
-    out.x[f * e + j] = b[j];
-    ++f;
   }
   // The points below b, gathered without branching (which pass is unpredictable).
   kept.resize(n - i);
@@ -319,6 +330,7 @@ void limit_nondominated(const PointSet& sorted, int64_t i, PointSet& out, std::v
     kept[c] = k;
     c += inside;
   }
+  int64_t f = 0;
   for (int64_t t = 0; t < c; ++t) {
     const double* r = sorted.row(kept[t]);
     for (int64_t j = 0; j < e; ++j) q[j] = std::max(p[j], r[j]);
@@ -348,12 +360,20 @@ void limit_nondominated(const PointSet& sorted, int64_t i, PointSet& out, std::v
     out.x.insert(out.x.end(), q, q + e);
     ++f;
   }
+  // The z_j last: none of the points kept dominates one, nor is dominated by one
+  // (both would need a q <= p), so the checks above leave them out.
+  for (int64_t j = 0; j < e; ++j) {
+    if (b[j] == inf) continue;
+    out.x.insert(out.x.end(), p, p + e);
+    out.x[f * e + j] = b[j];
+    ++f;
+  }
 }
 
 // Volume that point i of `sorted` (decreasing last objective) adds to the later
-// ones; `limited` and `kept` are scratch space reused across terms.
+// ones; `limited`, `kept` and `scratch` are memory reused across terms.
 double slice_term(const PointSet& sorted, int64_t i, const double* ref, PointSet& limited,
-                  std::vector<int64_t>& kept) {
+                  std::vector<int64_t>& kept, Scratch4D& scratch) {
   const int64_t e = sorted.d - 1;
   const double* p = sorted.row(i);
   double incl = 1;
@@ -368,18 +388,22 @@ double slice_term(const PointSet& sorted, int64_t i, const double* ref, PointSet
     covered = 1;
     for (int64_t j = 0; j < e; ++j) covered *= ref[j] - limited.x[j];
   } else if (limited.size() > 1) {
-    covered = hv_rec(limited, ref, false);
+    covered = hv_rec(limited, ref, false, &scratch);
   }
   return (ref[e] - p[e]) * (incl - covered);
 }
 
-double hv_rec(const PointSet& s, const double* ref, bool parallel) {
+double hv_rec(const PointSet& s, const double* ref, bool parallel, Scratch4D* scratch) {
   const int64_t n = s.size(), d = s.d;
   if (n == 0) return 0;
   if (d == 1) return hv_1d(s, ref);
   if (d == 2) return hv_2d(s, ref);
   if (d == 3) return hv_3d(s, ref);
-  if (d == 4) return hv_4d(s, ref);
+  if (d == 4) {
+    if (scratch) return hv_4d(s, ref, *scratch);
+    Scratch4D own;
+    return hv_4d(s, ref, own);
+  }
   std::vector<int64_t> order(n);
   std::iota(order.begin(), order.end(), 0);
   std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return s.row(a)[d - 1] > s.row(b)[d - 1]; });
@@ -389,7 +413,9 @@ double hv_rec(const PointSet& s, const double* ref, bool parallel) {
   auto run = [&](int64_t b, int64_t e) {
     PointSet limited{d - 1, {}};
     std::vector<int64_t> kept;
-    for (int64_t i = b; i < e; ++i) terms[i] = slice_term(sorted, i, ref, limited, kept);
+    Scratch4D own;  // HV4D+ is a leaf of the recursion: a caller's memory can be shared
+    Scratch4D& sc = scratch && !parallel ? *scratch : own;
+    for (int64_t i = b; i < e; ++i) terms[i] = slice_term(sorted, i, ref, limited, kept, sc);
   };
   if (parallel && n > 64) {
     at::parallel_for(0, n, 4, run);
