@@ -148,18 +148,19 @@ class Front4D {
     Node p{x, y, z, -1, -1, -1, -1, -1, -1};
     // The staircase of the points below p, and p's neighbours on it.
     v[a_].cright = b_, v[b_].cleft = a_;
-    int32_t right = b_, left = a_, q = v[b_].next;
-    double rx = v[b_].x, ry = v[b_].y, ly = v[a_].y, lx = v[a_].x;  // no two front points share (x, y)
+    int32_t q = v[b_].next;
     for (; q != e_ && before(v[q], p); q = v[q].next) {
       const Node& n = v[q];
       if (n.x <= x && n.y <= y) return 0;  // weakly dominates p
       link(q);
-      if (n.y < y) {
-        if (n.x < rx || (n.x == rx && n.y < ry)) right = q, rx = n.x, ry = n.y;
-      } else if (n.x < x && (n.y < ly || (n.y == ly && n.x < lx))) {
-        left = q, ly = n.y, lx = n.x;
-      }
-    }    // The part of p's box the staircase leaves uncovered; then sweep the points above p.
+    }
+    // p's neighbours are on that staircase (a point hidden there has a step that is
+    // a better neighbour): the last step left of x, and the first one below y. Finding
+    // them here, not in the loop above, spares it two unpredictable branches a point.
+    int32_t left = a_;
+    while (v[v[left].cright].x < x) left = v[left].cright;
+    int32_t right = v[left].cright;
+    while (v[right].y >= y) right = v[right].cright;    // The part of p's box the staircase leaves uncovered; then sweep the points above p.
     double area = newly_covered(right, x, y);
     double volume = 0, last = z;
     const int32_t first_above = q;
