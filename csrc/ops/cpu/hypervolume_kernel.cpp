@@ -8,13 +8,15 @@
 //          ordered map, each insertion adding the area it newly covers: O(N log N);
 //   M = 4  HV4D+ (Guerreiro and Fonseca 2018): sweep in f3, adding each point's
 //          3-D contribution to the volume of the (f0, f1, f2) front: O(N^2);
-//   M >= 5 slicing in the WFG manner (While et al. 2012): with the points in
-//          decreasing order of the last objective, point i adds
+//   M >= 5 slicing in the WFG manner (While et al. 2012): with the non-dominated
+//          points in decreasing order of the last objective, point i adds
 //          (r_last - p_i,last) * (the (M-1)-D volume p_i covers that the later
 //          points do not), i.e. its inclusive (M-1)-D volume less the volume of the
-//          later points limited to p_i (non-dominated ones only for M - 1 >= 5;
-//          HV4D+ drops dominated points itself). The terms are independent and
-//          summed over threads; recursion ends in HV4D+: O(N^(M-2)) at worst.
+//          later points limited to p_i. Those are filtered to the k non-dominated
+//          ones first (see limit_nondominated: two O(N M) passes, then checks of
+//          the few left), and the recursion runs on k points (a few dozen of 1000
+//          on a 5-D sphere). The terms are independent and summed over threads;
+//          recursion ends in HV4D+: O(N^2 M + N T(M-1, k)), O(N^(M-2)) at worst.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
