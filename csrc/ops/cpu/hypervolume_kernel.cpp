@@ -23,10 +23,15 @@
 
 #include <algorithm>
 #include <array>
+#include <bit>
 #include <limits>
 #include <map>
 #include <numeric>
 #include <vector>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "ops/pareto_checks.h"
 
@@ -256,6 +261,21 @@ double hv_4d(const PointSet& s, const double* ref, Scratch4D& scratch) {
   return volume;
 }
 
+// a <= o in all e coordinates; E > 0 fixes e at compile time (E = 4 on SSE2: two
+// coordinates a compare, and no branch until the answer).
+template <int64_t E>
+inline bool weakly_dominates(const double* a, const double* o, int64_t e) {
+#if defined(__SSE2__)
+  if constexpr (E == 4) {
+    return (_mm_movemask_pd(_mm_cmple_pd(_mm_loadu_pd(a), _mm_loadu_pd(o))) &
+            _mm_movemask_pd(_mm_cmple_pd(_mm_loadu_pd(a + 2), _mm_loadu_pd(o + 2)))) == 3;
+  }
+#endif
+  bool le = true;
+  for (int64_t j = 0; j < (E > 0 ? E : e); ++j) le &= a[j] <= o[j];
+  return le;
+}
+
 // Drop dominated and repeated points (minimisation). D > 0 fixes d at compile
 // time, so the check unrolls and does not branch per coordinate.
 template <int64_t D>
@@ -273,9 +293,7 @@ PointSet nondominated_impl(const PointSet& s) {
     bool dominated = false;
     for (int64_t k = 0, f = out.size(); k < f && !dominated; ++k) {
       const double* q = out.x.data() + k * d;
-      bool le = true;
-      for (int64_t j = 1; j < d; ++j) le &= q[j] <= p[j];
-      dominated = le;  // also drops exact repeats
+      dominated = weakly_dominates<(D > 0 ? D - 1 : 0)>(q + 1, p + 1, d - 1);  // also drops exact repeats
     }
     if (!dominated) out.x.insert(out.x.end(), p, p + d);
   }
@@ -298,7 +316,8 @@ double hv_rec(const PointSet& s, const double* ref, bool parallel, Scratch4D* sc
 // pass finds b (on a 5-D sphere the z_j dominate 5 in 6 points), the second keeps the
 // points below b in every coordinate, checking each against the survivor that last
 // dominated one (moved to the front), which usually dominates it too.
-// E > 0 fixes e at compile time, so the loops unroll (E = 4: the 5-D case).
+// E > 0 fixes e at compile time, so the loops unroll (E = 4, the 5-D case, on SSE2:
+// two coordinates a compare).
 template <int64_t E>
 void limit_nondominated(const PointSet& sorted, int64_t i, PointSet& out, std::vector<int64_t>& kept) {
   const int64_t n = sorted.size(), e = E > 0 ? E : sorted.d - 1;
@@ -311,6 +330,24 @@ void limit_nondominated(const PointSet& sorted, int64_t i, PointSet& out, std::v
   double* q = E > 0 ? fixed : any.data();
   double* b = q + e;
   std::fill(b, b + e, inf);
+#if defined(__SSE2__)
+  if constexpr (E == 4) {  // the 5-D case, two coordinates an instruction
+    const __m128d p01 = _mm_loadu_pd(p), p23 = _mm_loadu_pd(p + 2);
+    for (int64_t k = i + 1; k < n; ++k) {
+      const double* r = sorted.row(k);
+      const int le = _mm_movemask_pd(_mm_cmple_pd(_mm_loadu_pd(r), p01)) |
+                     _mm_movemask_pd(_mm_cmple_pd(_mm_loadu_pd(r + 2), p23)) << 2;
+      if ((0xe880 >> le) & 1) {  // le is 7, 11, 13 or 14 (one coordinate above p) or 15
+        if (le == 15) {
+          out.x.assign(p, p + e);
+          return;
+        }
+        const int j = std::countr_zero(static_cast<unsigned>(~le));
+        b[j] = std::min(b[j], r[j]);
+      }
+    }
+  } else
+#endif
   for (int64_t k = i + 1; k < n; ++k) {
     const double* r = sorted.row(k);
     int64_t below = 0;
@@ -326,6 +363,18 @@ void limit_nondominated(const PointSet& sorted, int64_t i, PointSet& out, std::v
   // The points below b, gathered without branching (which pass is unpredictable).
   kept.resize(n - i);
   int64_t c = 0;
+#if defined(__SSE2__)
+  if constexpr (E == 4) {
+    const __m128d b01 = _mm_loadu_pd(b), b23 = _mm_loadu_pd(b + 2);
+    for (int64_t k = i + 1; k < n; ++k) {
+      const double* r = sorted.row(k);
+      const int lt = _mm_movemask_pd(_mm_cmplt_pd(_mm_loadu_pd(r), b01)) &
+                     _mm_movemask_pd(_mm_cmplt_pd(_mm_loadu_pd(r + 2), b23));
+      kept[c] = k;
+      c += lt == 3;
+    }
+  } else
+#endif
   for (int64_t k = i + 1; k < n; ++k) {
     const double* r = sorted.row(k);
     bool inside = true;
@@ -341,18 +390,14 @@ void limit_nondominated(const PointSet& sorted, int64_t i, PointSet& out, std::v
     int64_t by = -1;
     for (int64_t s = 0; s < f && by < 0; ++s) {
       const double* o = rows + s * e;
-      bool le = true;
-      for (int64_t j = 0; j < e; ++j) le &= o[j] <= q[j];
-      if (le) by = s;
+      if (weakly_dominates<E>(o, q, e)) by = s;
     }
     if (by > 0) std::swap_ranges(rows, rows + e, rows + by * e);
     if (by >= 0) continue;
     // q survives: drop the survivors it dominates (none equals q), then add it.
     for (int64_t s = 0; s < f;) {
       const double* o = rows + s * e;
-      bool ge = true;
-      for (int64_t j = 0; j < e; ++j) ge &= q[j] <= o[j];
-      if (ge) {
+      if (weakly_dominates<E>(q, o, e)) {
         --f;
         std::copy(rows + f * e, rows + (f + 1) * e, rows + s * e);
       } else {
