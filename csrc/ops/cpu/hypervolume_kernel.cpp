@@ -72,14 +72,18 @@ double hv_2d(const PointSet& s, const double* ref) {
 
 double hv_3d(const PointSet& s, const double* ref) {
   const int64_t n = s.size();
-  std::vector<int64_t> order(n);
-  std::iota(order.begin(), order.end(), 0);
-  std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return s.row(a)[2] < s.row(b)[2]; });
+  // Sorted copies, not sorted indices: the sort then moves through memory in order.
+  struct Point3 {
+    double z, x, y;
+  };
+  std::vector<Point3> pts(n);
+  for (int64_t k = 0; k < n; ++k) pts[k] = {s.row(k)[2], s.row(k)[0], s.row(k)[1]};
+  std::sort(pts.begin(), pts.end(), [](const Point3& a, const Point3& b) { return a.z < b.z; });
   std::map<double, double> steps;  // f0 increasing -> f1 decreasing
   double area = 0, volume = 0;
   for (int64_t k = 0; k < n; ++k) {
-    const double* p = s.row(order[k]);
-    const double x = p[0], y = p[1];
+    const Point3& p = pts[k];
+    const double x = p.x, y = p.y;
     auto at_or_before = steps.upper_bound(x);
     const bool covered = at_or_before != steps.begin() && std::prev(at_or_before)->second <= y;
     if (!covered) {
@@ -95,8 +99,8 @@ double hv_3d(const PointSet& s, const double* ref) {
       area += ((it == steps.end() ? ref[0] : it->first) - from) * (height - y);
       steps.emplace_hint(it, x, y);
     }
-    const double next = k + 1 < n ? s.row(order[k + 1])[2] : ref[2];
-    volume += area * (next - p[2]);
+    const double next = k + 1 < n ? pts[k + 1].z : ref[2];
+    volume += area * (next - p.z);
   }
   return volume;
 }
@@ -240,23 +244,24 @@ class Front4D {
 // Memory that the many small HV4D+ runs of the slicing reuse.
 struct Scratch4D {
   Front4D front{std::array<double, 3>{}.data()};
-  std::vector<int64_t> order;
+  std::vector<std::array<double, 4>> points;  // (f3, f0, f1, f2)
 };
 
 double hv_4d(const PointSet& s, const double* ref, Scratch4D& scratch) {
   const int64_t n = s.size();
-  std::vector<int64_t>& order = scratch.order;
-  order.resize(n);
-  std::iota(order.begin(), order.end(), 0);
-  std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return s.row(a)[3] < s.row(b)[3]; });
+  // Sorted copies, not sorted indices: the sort then moves through memory in order.
+  auto& pts = scratch.points;
+  pts.resize(n);
+  for (int64_t k = 0; k < n; ++k) pts[k] = {s.row(k)[3], s.row(k)[0], s.row(k)[1], s.row(k)[2]};
+  std::sort(pts.begin(), pts.end(), [](const auto& a, const auto& b) { return a[0] < b[0]; });
   Front4D& front = scratch.front;
   front.reset(ref);
   double v3 = 0, volume = 0;
   for (int64_t k = 0; k < n; ++k) {
-    const double* r = s.row(order[k]);
-    v3 += front.add(r[0], r[1], r[2]);
-    const double next = k + 1 < n ? s.row(order[k + 1])[3] : ref[3];
-    volume += v3 * (next - r[3]);
+    const auto& r = pts[k];
+    v3 += front.add(r[1], r[2], r[3]);
+    const double next = k + 1 < n ? pts[k + 1][0] : ref[3];
+    volume += v3 * (next - r[0]);
   }
   return volume;
 }
