@@ -149,7 +149,7 @@ def test_hypervolume_matches_moocore(data):
     assert nasx.ops.hypervolume(x, reference) == pytest.approx(expected, rel=1e-12, abs=1e-12)
 
 
-@pytest.mark.parametrize("m,n", [(2, 5000), (3, 3000), (4, 3000), (5, 120), (6, 40)])
+@pytest.mark.parametrize("m,n", [(2, 5000), (3, 3000), (4, 3000), (5, 120), (6, 40), (7, 25)])
 def test_hypervolume_integer_grid_is_exact(m, n):
     """On an integer grid every partial sum is exact, so the answer is moocore's to the bit."""
     moocore = pytest.importorskip("moocore")

@@ -68,7 +68,8 @@ def hypervolume(points: Tensor, reference: Tensor) -> float:
     Points that do not strictly dominate the reference (p_j < r_j for every j)
     contribute nothing. Computed in float64: O(N log N) for M = 2 and M = 3 (HV3D),
     O(N^2) for M = 4 (HV4D+, a sweep in the 4th objective adding 3-D contributions),
-    slicing in the WFG manner down to HV4D+ for M >= 5. On CUDA tensors the points
+    slicing in the WFG manner down to HV4D+ for M >= 5, each term recursing on
+    the non-dominated points of the later ones limited to it. On CUDA tensors the points
     are copied to the host and the CPU algorithm runs (exact sweeps have no good
     GPU form at archive sizes); the op itself returns a 0-dim tensor on the points'
     device, see ``torch.ops.nasx.hypervolume``.

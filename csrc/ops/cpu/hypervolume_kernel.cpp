@@ -8,22 +8,30 @@
 //          ordered map, each insertion adding the area it newly covers: O(N log N);
 //   M = 4  HV4D+ (Guerreiro and Fonseca 2018): sweep in f3, adding each point's
 //          3-D contribution to the volume of the (f0, f1, f2) front: O(N^2);
-//   M >= 5 slicing in the WFG manner (While et al. 2012): with the points in
-//          decreasing order of the last objective, point i adds
+//   M >= 5 slicing in the WFG manner (While et al. 2012): with the non-dominated
+//          points in decreasing order of the last objective, point i adds
 //          (r_last - p_i,last) * (the (M-1)-D volume p_i covers that the later
 //          points do not), i.e. its inclusive (M-1)-D volume less the volume of the
-//          later points limited to p_i (non-dominated ones only for M - 1 >= 5;
-//          HV4D+ drops dominated points itself). The terms are independent and
-//          summed over threads; recursion ends in HV4D+: O(N^(M-2)) at worst.
+//          later points limited to p_i. Those are filtered to the k non-dominated
+//          ones first (see limit_nondominated: two O(N M) passes, then checks of
+//          the few left), and the recursion runs on k points (a few dozen of 1000
+//          on a 5-D sphere). The terms are independent and summed over threads;
+//          recursion ends in HV4D+: O(N^2 M + N T(M-1, k)), O(N^(M-2)) at worst.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <torch/library.h>
 
 #include <algorithm>
+#include <array>
+#include <bit>
 #include <limits>
 #include <map>
 #include <numeric>
 #include <vector>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 #include "ops/pareto_checks.h"
 
@@ -64,14 +72,18 @@ double hv_2d(const PointSet& s, const double* ref) {
 
 double hv_3d(const PointSet& s, const double* ref) {
   const int64_t n = s.size();
-  std::vector<int64_t> order(n);
-  std::iota(order.begin(), order.end(), 0);
-  std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return s.row(a)[2] < s.row(b)[2]; });
+  // Sorted copies, not sorted indices: the sort then moves through memory in order.
+  struct Point3 {
+    double z, x, y;
+  };
+  std::vector<Point3> pts(n);
+  for (int64_t k = 0; k < n; ++k) pts[k] = {s.row(k)[2], s.row(k)[0], s.row(k)[1]};
+  std::sort(pts.begin(), pts.end(), [](const Point3& a, const Point3& b) { return a.z < b.z; });
   std::map<double, double> steps;  // f0 increasing -> f1 decreasing
   double area = 0, volume = 0;
   for (int64_t k = 0; k < n; ++k) {
-    const double* p = s.row(order[k]);
-    const double x = p[0], y = p[1];
+    const Point3& p = pts[k];
+    const double x = p.x, y = p.y;
     auto at_or_before = steps.upper_bound(x);
     const bool covered = at_or_before != steps.begin() && std::prev(at_or_before)->second <= y;
     if (!covered) {
@@ -87,8 +99,8 @@ double hv_3d(const PointSet& s, const double* ref) {
       area += ((it == steps.end() ? ref[0] : it->first) - from) * (height - y);
       steps.emplace_hint(it, x, y);
     }
-    const double next = k + 1 < n ? s.row(order[k + 1])[2] : ref[2];
-    volume += area * (next - p[2]);
+    const double next = k + 1 < n ? pts[k + 1].z : ref[2];
+    volume += area * (next - p.z);
   }
   return volume;
 }
@@ -128,8 +140,13 @@ class Front4D {
   // below everything; node 2 is E = (-inf, -inf, ref2), which covers every box and
   // ends each sweep. The slots of dominated points are reused: the front stays
   // compact in memory, and the sweeps, which follow links, stay in cache.
-  explicit Front4D(const double* ref) {
+  explicit Front4D(const double* ref) { reset(ref); }
+
+  // Empties the front, keeping its memory (the slicing runs thousands of small ones).
+  void reset(const double* ref) {
     const double inf = std::numeric_limits<double>::infinity();
+    nodes_.clear();
+    free_.clear();
     nodes_.push_back(Node{-inf, ref[1], -inf, b_, -1, -1, -1, -1, -1});
     nodes_.push_back(Node{ref[0], -inf, -inf, e_, a_, -1, -1, -1, -1});
     nodes_.push_back(Node{-inf, -inf, ref[2], -1, b_, -1, -1, -1, -1});
@@ -142,19 +159,19 @@ class Front4D {
     Node p{x, y, z, -1, -1, -1, -1, -1, -1};
     // The staircase of the points below p, and p's neighbours on it.
     v[a_].cright = b_, v[b_].cleft = a_;
-    int32_t right = b_, left = a_, q = v[b_].next;
-    double rx = v[b_].x, ry = v[b_].y, ly = v[a_].y, lx = v[a_].x;  // no two front points share (x, y)
+    int32_t q = v[b_].next;
     for (; q != e_ && before(v[q], p); q = v[q].next) {
       const Node& n = v[q];
       if (n.x <= x && n.y <= y) return 0;  // weakly dominates p
       link(q);
-      if (n.y < y) {
-        if (n.x < rx || (n.x == rx && n.y < ry)) right = q, rx = n.x, ry = n.y;
-      } else if (n.x < x && (n.y < ly || (n.y == ly && n.x < lx))) {
-        left = q, ly = n.y, lx = n.x;
-      }
     }
-    // The part of p's box the staircase leaves uncovered; then sweep the points above p.
+    // p's neighbours are on that staircase (a point hidden there has a step that is
+    // a better neighbour): the last step left of x, and the first one below y. Finding
+    // them here, not in the loop above, spares it two unpredictable branches a point.
+    int32_t left = a_;
+    while (v[v[left].cright].x < x) left = v[left].cright;
+    int32_t right = v[left].cright;
+    while (v[right].y >= y) right = v[right].cright;    // The part of p's box the staircase leaves uncovered; then sweep the points above p.
     double area = newly_covered(right, x, y);
     double volume = 0, last = z;
     const int32_t first_above = q;
@@ -224,28 +241,54 @@ class Front4D {
   std::vector<int32_t> free_;
 };
 
-double hv_4d(const PointSet& s, const double* ref) {
+// Memory that the many small HV4D+ runs of the slicing reuse.
+struct Scratch4D {
+  Front4D front{std::array<double, 3>{}.data()};
+  std::vector<std::array<double, 4>> points;  // (f3, f0, f1, f2)
+};
+
+double hv_4d(const PointSet& s, const double* ref, Scratch4D& scratch) {
   const int64_t n = s.size();
-  std::vector<int64_t> order(n);
-  std::iota(order.begin(), order.end(), 0);
-  std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return s.row(a)[3] < s.row(b)[3]; });
-  Front4D front(ref);
+  // Sorted copies, not sorted indices: the sort then moves through memory in order.
+  auto& pts = scratch.points;
+  pts.resize(n);
+  for (int64_t k = 0; k < n; ++k) pts[k] = {s.row(k)[3], s.row(k)[0], s.row(k)[1], s.row(k)[2]};
+  std::sort(pts.begin(), pts.end(), [](const auto& a, const auto& b) { return a[0] < b[0]; });
+  Front4D& front = scratch.front;
+  front.reset(ref);
   double v3 = 0, volume = 0;
   for (int64_t k = 0; k < n; ++k) {
-    const double* r = s.row(order[k]);
-    v3 += front.add(r[0], r[1], r[2]);
-    const double next = k + 1 < n ? s.row(order[k + 1])[3] : ref[3];
-    volume += v3 * (next - r[3]);
+    const auto& r = pts[k];
+    v3 += front.add(r[1], r[2], r[3]);
+    const double next = k + 1 < n ? pts[k + 1][0] : ref[3];
+    volume += v3 * (next - r[0]);
   }
   return volume;
 }
 
-// Drop dominated and repeated points (minimisation).
-PointSet nondominated(const PointSet& s) {
-  const int64_t n = s.size(), d = s.d;
+// a <= o in all e coordinates; E > 0 fixes e at compile time (E = 4 on SSE2: two
+// coordinates a compare, and no branch until the answer).
+template <int64_t E>
+inline bool weakly_dominates(const double* a, const double* o, int64_t e) {
+#if defined(__SSE2__)
+  if constexpr (E == 4) {
+    return (_mm_movemask_pd(_mm_cmple_pd(_mm_loadu_pd(a), _mm_loadu_pd(o))) &
+            _mm_movemask_pd(_mm_cmple_pd(_mm_loadu_pd(a + 2), _mm_loadu_pd(o + 2)))) == 3;
+  }
+#endif
+  bool le = true;
+  for (int64_t j = 0; j < (E > 0 ? E : e); ++j) le &= a[j] <= o[j];
+  return le;
+}
+
+// Drop dominated and repeated points (minimisation). D > 0 fixes d at compile
+// time, so the check unrolls and does not branch per coordinate.
+template <int64_t D>
+PointSet nondominated_impl(const PointSet& s) {
+  const int64_t n = s.size(), d = D > 0 ? D : s.d;
   std::vector<int64_t> order(n);
   std::iota(order.begin(), order.end(), 0);
-  // Lexicographic order: a dominator always comes first.
+  // Lexicographic order: a dominator always comes first, so coordinate 0 needs no check.
   std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) {
     return std::lexicographical_compare(s.row(a), s.row(a) + d, s.row(b), s.row(b) + d);
   });
@@ -253,42 +296,167 @@ PointSet nondominated(const PointSet& s) {
   for (int64_t i : order) {
     const double* p = s.row(i);
     bool dominated = false;
-    for (int64_t k = 0; k < out.size() && !dominated; ++k) {
-      const double* q = out.row(k);
-      bool le = true;
-      for (int64_t j = 0; j < d && le; ++j) le = q[j] <= p[j];
-      dominated = le;  // also drops exact repeats
+    for (int64_t k = 0, f = out.size(); k < f && !dominated; ++k) {
+      const double* q = out.x.data() + k * d;
+      dominated = weakly_dominates<(D > 0 ? D - 1 : 0)>(q + 1, p + 1, d - 1);  // also drops exact repeats
     }
     if (!dominated) out.x.insert(out.x.end(), p, p + d);
   }
   return out;
 }
 
-double hv_rec(const PointSet& s, const double* ref, bool parallel);
+PointSet nondominated(const PointSet& s) {
+  return s.d == 5 ? nondominated_impl<5>(s) : s.d == 6 ? nondominated_impl<6>(s) : nondominated_impl<0>(s);
+}
 
-// Volume that point i of `sorted` (decreasing last objective) adds to the later ones.
-double slice_term(const PointSet& sorted, int64_t i, const double* ref) {
-  const int64_t d = sorted.d, n = sorted.size(), e = d - 1;
+double hv_rec(const PointSet& s, const double* ref, bool parallel, Scratch4D* scratch = nullptr);
+
+// The later points of `sorted` (rows i+1.., d coordinates) limited to p, i.e.
+// max(p, q) over the first e = d - 1 coordinates, less those another limited point
+// weakly dominates: out is cleared and filled. Limiting makes most of them dominated
+// (a few dozen of 1000 survive on a 5-D sphere), so this is where a term's time goes.
+// A q <= p in all e coordinates limits to p (covering p's whole box); those <= p in
+// all but one, j, limit to z_j = p with z_j[j] = q[j], and the least such q[j], b[j],
+// gives the z_j that dominates every limited point with coordinate j >= b[j]. A first
+// pass finds b (on a 5-D sphere the z_j dominate 5 in 6 points), the second keeps the
+// points below b in every coordinate, checking each against the survivor that last
+// dominated one (moved to the front), which usually dominates it too.
+// E > 0 fixes e at compile time, so the loops unroll (E = 4, the 5-D case, on SSE2:
+// two coordinates a compare).
+template <int64_t E>
+void limit_nondominated(const PointSet& sorted, int64_t i, PointSet& out, std::vector<int64_t>& kept) {
+  const int64_t n = sorted.size(), e = E > 0 ? E : sorted.d - 1;
+  const double* p = sorted.row(i);
+  out.d = e;
+  out.x.clear();
+  constexpr double inf = std::numeric_limits<double>::infinity();
+  double fixed[E > 0 ? 2 * E : 1];
+  std::vector<double> any(E > 0 ? 0 : 2 * e);
+  double* q = E > 0 ? fixed : any.data();
+  double* b = q + e;
+  std::fill(b, b + e, inf);
+#if defined(__SSE2__)
+  if constexpr (E == 4) {  // the 5-D case, two coordinates an instruction
+    const __m128d p01 = _mm_loadu_pd(p), p23 = _mm_loadu_pd(p + 2);
+    for (int64_t k = i + 1; k < n; ++k) {
+      const double* r = sorted.row(k);
+      const int le = _mm_movemask_pd(_mm_cmple_pd(_mm_loadu_pd(r), p01)) |
+                     _mm_movemask_pd(_mm_cmple_pd(_mm_loadu_pd(r + 2), p23)) << 2;
+      if ((0xe880 >> le) & 1) {  // le is 7, 11, 13 or 14 (one coordinate above p) or 15
+        if (le == 15) {
+          out.x.assign(p, p + e);
+          return;
+        }
+        const int j = std::countr_zero(static_cast<unsigned>(~le));
+        b[j] = std::min(b[j], r[j]);
+      }
+    }
+  } else
+#endif
+  for (int64_t k = i + 1; k < n; ++k) {
+    const double* r = sorted.row(k);
+    int64_t below = 0;
+    for (int64_t j = 0; j < e; ++j) below += r[j] <= p[j];
+    if (below >= e - 1) {
+      if (below == e) {  // q limits to p itself, which covers the whole box
+        out.x.assign(p, p + e);
+        return;
+      }
+      for (int64_t j = 0; j < e; ++j) b[j] = r[j] > p[j] ? std::min(b[j], r[j]) : b[j];
+    }
+  }
+  // The points below b, gathered without branching (which pass is unpredictable).
+  kept.resize(n - i);
+  int64_t c = 0;
+#if defined(__SSE2__)
+  if constexpr (E == 4) {
+    const __m128d b01 = _mm_loadu_pd(b), b23 = _mm_loadu_pd(b + 2);
+    for (int64_t k = i + 1; k < n; ++k) {
+      const double* r = sorted.row(k);
+      const int lt = _mm_movemask_pd(_mm_cmplt_pd(_mm_loadu_pd(r), b01)) &
+                     _mm_movemask_pd(_mm_cmplt_pd(_mm_loadu_pd(r + 2), b23));
+      kept[c] = k;
+      c += lt == 3;
+    }
+  } else
+#endif
+  for (int64_t k = i + 1; k < n; ++k) {
+    const double* r = sorted.row(k);
+    bool inside = true;
+    for (int64_t j = 0; j < e; ++j) inside &= r[j] < b[j];
+    kept[c] = k;
+    c += inside;
+  }
+  int64_t f = 0;
+  for (int64_t t = 0; t < c; ++t) {
+    const double* r = sorted.row(kept[t]);
+    for (int64_t j = 0; j < e; ++j) q[j] = std::max(p[j], r[j]);
+    double* rows = out.x.data();
+    int64_t by = -1;
+    for (int64_t s = 0; s < f && by < 0; ++s) {
+      const double* o = rows + s * e;
+      if (weakly_dominates<E>(o, q, e)) by = s;
+    }
+    if (by > 0) std::swap_ranges(rows, rows + e, rows + by * e);
+    if (by >= 0) continue;
+    // q survives: drop the survivors it dominates (none equals q), then add it.
+    for (int64_t s = 0; s < f;) {
+      const double* o = rows + s * e;
+      if (weakly_dominates<E>(q, o, e)) {
+        --f;
+        std::copy(rows + f * e, rows + (f + 1) * e, rows + s * e);
+      } else {
+        ++s;
+      }
+    }
+    out.x.resize(f * e);
+    out.x.insert(out.x.end(), q, q + e);
+    ++f;
+  }
+  // The z_j last: none of the points kept dominates one, nor is dominated by one
+  // (both would need a q <= p), so the checks above leave them out.
+  for (int64_t j = 0; j < e; ++j) {
+    if (b[j] == inf) continue;
+    out.x.insert(out.x.end(), p, p + e);
+    out.x[f * e + j] = b[j];
+    ++f;
+  }
+}
+
+// Volume that point i of `sorted` (decreasing last objective) adds to the later
+// ones; `limited`, `kept` and `scratch` are memory reused across terms.
+double slice_term(const PointSet& sorted, int64_t i, const double* ref, PointSet& limited,
+                  std::vector<int64_t>& kept, Scratch4D& scratch) {
+  const int64_t e = sorted.d - 1;
   const double* p = sorted.row(i);
   double incl = 1;
   for (int64_t j = 0; j < e; ++j) incl *= ref[j] - p[j];
-  PointSet limited{e, {}};
-  limited.x.reserve((n - i - 1) * e);
-  for (int64_t k = i + 1; k < n; ++k) {
-    const double* q = sorted.row(k);
-    for (int64_t j = 0; j < e; ++j) limited.x.push_back(std::max(p[j], q[j]));
+  if (e == 4) {
+    limit_nondominated<4>(sorted, i, limited, kept);
+  } else {
+    limit_nondominated<0>(sorted, i, limited, kept);
   }
-  const double excl = incl - (limited.size() ? hv_rec(e >= 5 ? nondominated(limited) : limited, ref, false) : 0.0);
-  return (ref[e] - p[e]) * excl;
+  double covered = 0;
+  if (limited.size() == 1) {
+    covered = 1;
+    for (int64_t j = 0; j < e; ++j) covered *= ref[j] - limited.x[j];
+  } else if (limited.size() > 1) {
+    covered = hv_rec(limited, ref, false, &scratch);
+  }
+  return (ref[e] - p[e]) * (incl - covered);
 }
 
-double hv_rec(const PointSet& s, const double* ref, bool parallel) {
+double hv_rec(const PointSet& s, const double* ref, bool parallel, Scratch4D* scratch) {
   const int64_t n = s.size(), d = s.d;
   if (n == 0) return 0;
   if (d == 1) return hv_1d(s, ref);
   if (d == 2) return hv_2d(s, ref);
   if (d == 3) return hv_3d(s, ref);
-  if (d == 4) return hv_4d(s, ref);
+  if (d == 4) {
+    if (scratch) return hv_4d(s, ref, *scratch);
+    Scratch4D own;
+    return hv_4d(s, ref, own);
+  }
   std::vector<int64_t> order(n);
   std::iota(order.begin(), order.end(), 0);
   std::sort(order.begin(), order.end(), [&](int64_t a, int64_t b) { return s.row(a)[d - 1] > s.row(b)[d - 1]; });
@@ -296,7 +464,11 @@ double hv_rec(const PointSet& s, const double* ref, bool parallel) {
   for (int64_t k = 0; k < n; ++k) std::copy(s.row(order[k]), s.row(order[k]) + d, sorted.x.begin() + k * d);
   std::vector<double> terms(n);
   auto run = [&](int64_t b, int64_t e) {
-    for (int64_t i = b; i < e; ++i) terms[i] = slice_term(sorted, i, ref);
+    PointSet limited{d - 1, {}};
+    std::vector<int64_t> kept;
+    Scratch4D own;  // HV4D+ is a leaf of the recursion: a caller's memory can be shared
+    Scratch4D& sc = scratch && !parallel ? *scratch : own;
+    for (int64_t i = b; i < e; ++i) terms[i] = slice_term(sorted, i, ref, limited, kept, sc);
   };
   if (parallel && n > 64) {
     at::parallel_for(0, n, 4, run);
