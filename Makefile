@@ -17,7 +17,7 @@ DEPS := $(VENV)/.nasx-deps
 CPU_VENV ?= .venv-cpu-torch
 CPU_TORCH ?= torch==2.13.0
 
-.PHONY: demo test install bench test-cpu-torch clean
+.PHONY: demo demo-sm-nas test install bench test-cpu-torch clean
 
 $(DEPS): Makefile pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -36,6 +36,15 @@ DEMO_ARGS ?=
 demo: install
 	@test -f $(DEMO_DATA)/annotations/instances_val.json || $(BIN)/nasx data synth --out $(DEMO_DATA)
 	$(BIN)/nasx search nas-fcos --data $(DEMO_DATA) --out $(DEMO_OUT) --budget-minutes 14 --workers 2 $(DEMO_ARGS)
+
+# SM-NAS end to end on the embedded dataset at 1/4 width and 0.16 x the paper's input sizes (800 x 600 -> 128 x 96).
+SM_NAS_OUT ?= runs/demo-sm-nas
+demo-sm-nas: install
+	@test -f $(DEMO_DATA)/annotations/instances_val.json || $(BIN)/nasx data synth --out $(DEMO_DATA)
+	$(BIN)/nasx search sm-nas --data $(DEMO_DATA) --out $(SM_NAS_OUT) --budget-minutes 14 --workers 2 \
+		--width 0.25 --input-scale 0.16 --rois-per-image 64 --proposals 300 --short-steps 60 --short-batch-size 16 \
+		--short-val-images 100 --short-macs-rois 32 --stage1-min 7 --stage1-share 0.3 --retrain-steps 150 --retrain-top 2 \
+		$(DEMO_ARGS)
 
 test: install
 	$(BIN)/pytest

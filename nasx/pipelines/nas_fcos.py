@@ -41,9 +41,9 @@ from nasx.pipelines.html_report import write_html_report
 from nasx.pipelines.report import format_table, pareto_plot, publish_best, row_summary, write_report
 from nasx.pipelines.retrain import Candidate, retrain_and_score
 from nasx.pipelines.rundir import RunDir
+from nasx.pipelines.run_settings import RESUMABLE, RunSettings, opt
 from nasx.pipelines.tensorboard import RunLog
 from nasx.pipelines.training import TrainRecipe, train_steps
-from nasx.search.workers import BACKENDS
 from nasx.train.optim import LR_DEFAULTS_TEXT, OPTIMIZER_DEFAULTS, optimizer_settings
 
 __all__ = ["NasFcosConfig", "run_nas_fcos", "format_summary", "STRATEGIES"]
@@ -52,67 +52,49 @@ log = logging.getLogger(__name__)
 
 STRATEGIES = ("ppo", "random")
 # How to run, not what to compute: these may change when a run is resumed.
-RESUMABLE = {"budget_minutes", "device", "workers", "backend", "ray_address", "progress", "tensorboard", "data"}
-
-
-def _opt(help: str, **more) -> dict:
-    return {"help": help, **more}
 
 
 @dataclass
-class NasFcosConfig:
+class NasFcosConfig(RunSettings):
     """The settings of a NAS-FCOS run; each field is a flag of ``nasx search nas-fcos``."""
 
-    data: str = field(metadata=_opt("dataset root in COCO layout (nasx data synth writes one)", metavar="DIR"))
-    out: str = field(metadata=_opt("run directory; an existing one is resumed", metavar="RUN"))
-    budget_minutes: float = field(default=15.0, metadata=_opt("wall-clock budget of the whole run", metavar="M"))
-    device: str = field(default="cpu", metadata=_opt("torch device of every stage (cpu, cuda, cuda:1)"))
-    workers: int = field(default=1, metadata=_opt("candidates evaluated at once", metavar="W"))
-    backend: str = field(default="auto", metadata=_opt("where candidates run: auto = inline for one worker, "
-                                                       "processes otherwise", choices=BACKENDS))
-    ray_address: Optional[str] = field(default=None, metadata=_opt(
-        "with --backend ray: the cluster to join (host:port or auto); none starts a local one", metavar="ADDR"))
-    size: int = field(default=128, metadata=_opt("input image side in pixels"))
-    backbone: str = field(default="basicblock_16_1-21-21-21", metadata=_opt("backbone encoding", metavar="ENCODING"))
-    backbone_norm: str = field(default="gn", metadata=_opt("backbone norm", choices=NORMS))
-    channels: int = field(default=32, metadata=_opt("decoder width (searched FPN and head, and the baseline)"))
-    meta_val_fraction: float = field(default=0.1, metadata=_opt("share of train held out for the proxy reward",
-                                                                flag="--meta-val", metavar="FRACTION"))
-    backbone_steps: int = field(default=1500, metadata=_opt("steps training the backbone with the baseline decoder"))
-    retrain_steps: int = field(default=80, metadata=_opt("steps retraining each chosen decoder with the backbone"))
-    batch_size: int = field(default=16, metadata=_opt("images per step of the image training stages"))
-    optimizer: str = field(default="adamw", metadata=_opt("optimizer of the image training stages",
-                                                          choices=tuple(OPTIMIZER_DEFAULTS)))
-    lr: Optional[float] = field(default=None, metadata=_opt(f"learning rate of the image training stages "
-                                                            f"(none: {LR_DEFAULTS_TEXT})"))
-    weight_decay: Optional[float] = field(default=None, metadata=_opt("weight decay of the image training stages "
-                                                                      "(none: the optimizer's default)"))
+    size: int = field(default=128, metadata=opt("input image side in pixels"))
+    backbone: str = field(default="basicblock_16_1-21-21-21", metadata=opt("backbone encoding", metavar="ENCODING"))
+    backbone_norm: str = field(default="gn", metadata=opt("backbone norm", choices=NORMS))
+    channels: int = field(default=32, metadata=opt("decoder width (searched FPN and head, and the baseline)"))
+    meta_val_fraction: float = field(default=0.1, metadata=opt("share of train held out for the proxy reward",
+                                                               flag="--meta-val", metavar="FRACTION"))
+    backbone_steps: int = field(default=1500, metadata=opt("steps training the backbone with the baseline decoder"))
+    retrain_steps: int = field(default=80, metadata=opt("steps retraining each chosen decoder with the backbone"))
+    batch_size: int = field(default=16, metadata=opt("images per step of the image training stages"))
+    optimizer: str = field(default="adamw", metadata=opt("optimizer of the image training stages",
+                                                         choices=tuple(OPTIMIZER_DEFAULTS)))
+    lr: Optional[float] = field(default=None, metadata=opt(f"learning rate of the image training stages "
+                                                           f"(none: {LR_DEFAULTS_TEXT})"))
+    weight_decay: Optional[float] = field(default=None, metadata=opt("weight decay of the image training stages "
+                                                                     "(none: the optimizer's default)"))
     proxy: ProxyConfig = field(default_factory=lambda: ProxyConfig(steps=30),
-                               metadata=_opt("the proxy task: a decoder trained on cached features"))
-    strategy: str = field(default="ppo", metadata=_opt("search strategy: the paper's LSTM controller + PPO, "
-                                                       "or random search", choices=STRATEGIES))
-    round_size: int = field(default=4, metadata=_opt("architectures per round (per PPO update)"))
-    top_k: int = field(default=8, metadata=_opt("searched decoders retrained on images (the baseline is too)"))
-    min_archs: int = field(default=20, metadata=_opt("architectures searched even past the budget"))
-    max_archs: Optional[int] = field(default=None, metadata=_opt("stop the search after this many architectures"))
-    seed: int = field(default=0, metadata=_opt("seed of the split, the training and the strategy"))
-    progress: bool = field(default=True, metadata=_opt("no progress output", flag="--quiet", negate=True))
-    tensorboard: bool = field(default=True, metadata=_opt("write TensorBoard event files to RUN/tb "
-                                                          "(tensorboard --logdir RUN)"))
+                               metadata=opt("the proxy task: a decoder trained on cached features"))
+    strategy: str = field(default="ppo", metadata=opt("search strategy: the paper's LSTM controller + PPO, "
+                                                      "or random search", choices=STRATEGIES))
+    round_size: int = field(default=4, metadata=opt("architectures per round (per PPO update)"))
+    top_k: int = field(default=8, metadata=opt("searched decoders retrained on images (the baseline is too)"))
+    min_archs: int = field(default=20, metadata=opt("architectures searched even past the budget"))
+    max_archs: Optional[int] = field(default=None, metadata=opt("stop the search after this many architectures"))
+    seed: int = field(default=0, metadata=opt("seed of the split, the training and the strategy"))
 
     def __post_init__(self):
+        super().__post_init__()
         if isinstance(self.proxy, dict):
             self.proxy = ProxyConfig(**self.proxy)
         # config.json records the values used, not None
         settings = optimizer_settings(self.optimizer, self.lr, self.weight_decay)
         self.lr, self.weight_decay = settings["lr"], settings["weight_decay"]
-        if self.budget_minutes <= 0:
-            raise ValueError(f"budget_minutes must be > 0, got {self.budget_minutes}")
         if not 0 < self.meta_val_fraction < 1:
             raise ValueError(f"meta_val_fraction must be in (0, 1), got {self.meta_val_fraction}")
         if self.top_k < 1 or self.min_archs < self.top_k:
             raise ValueError(f"expected 1 <= top_k <= min_archs, got top_k={self.top_k}, min_archs={self.min_archs}")
-        for name in ("backbone_steps", "retrain_steps", "batch_size", "channels", "size", "workers", "round_size"):
+        for name in ("backbone_steps", "retrain_steps", "batch_size", "channels", "size", "round_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.strategy not in STRATEGIES:

@@ -42,11 +42,12 @@ def retrain_and_score(run: RunDir, candidates: Sequence[Candidate], *, train_set
                       recipe: TrainRecipe, input_size: tuple[int, int], meta: Optional[dict] = None,
                       prepare: Optional[Callable[[torch.nn.Module, Candidate], None]] = None,
                       log_name: str = "retrained.jsonl", stage: str = "retrain",
-                      runlog: Optional[RunLog] = None) -> list[dict]:
+                      runlog: Optional[RunLog] = None, macs_rois: int = 1000) -> list[dict]:
     """Retrain and score ``candidates`` (those already in ``log_name`` are not run again);
     returns their lines in the order given. ``prepare(model, candidate)`` runs before training
     (weight inheritance); ``meta`` goes into every checkpoint beside ``build``; ``runlog``
-    receives the training curves and the scores (TensorBoard)."""
+    receives the training curves and the scores (TensorBoard); ``macs_rois``: the RoIs per image a
+    two-stage detector's MACs are counted at."""
     from nasx.data import build_loader
     from nasx.evaluate import count_detector_macs, count_params, evaluate_detector, measure_latency
     from nasx.spaces.detectors import build_from_spec
@@ -67,7 +68,7 @@ def retrain_and_score(run: RunDir, candidates: Sequence[Candidate], *, train_set
         loader = build_loader(val_set, 32, workers=recipe.loader_workers)
         metrics = evaluate_detector(model, val_set, loader, device=recipe.device)
         model.cpu()
-        macs = count_detector_macs(model, tuple(input_size)).total
+        macs = count_detector_macs(model, tuple(input_size), num_rois=macs_rois).total
         latency = measure_latency(model, torch.rand(1, 3, *input_size), device=recipe.device).median_ms
         row = lines.append({"encoding": cand.encoding, "name": cand.name, "map": metrics["AP"], "metrics": metrics,
                       "params": count_params(model), "macs": macs, "latency_ms": latency,

@@ -42,72 +42,60 @@ from nasx.pipelines.html_report import write_html_report
 from nasx.pipelines.report import format_table, pareto_plot, row_summary, write_report
 from nasx.pipelines.retrain import Candidate, retrain_and_score
 from nasx.pipelines.rundir import RunDir
+from nasx.pipelines.run_settings import RESUMABLE, RunSettings, opt
 from nasx.pipelines.tensorboard import RunLog
 from nasx.pipelines.training import TrainRecipe
-from nasx.search.workers import BACKENDS
 
 __all__ = ["SmNasConfig", "format_summary", "run_sm_nas"]
 
 log = logging.getLogger(__name__)
 
-RESUMABLE = {"budget_minutes", "device", "workers", "backend", "ray_address", "progress", "tensorboard", "data"}
 # Stage one's baselines: the standard FPN Faster R-CNN on ResNet-18 / -50 at 800 x 600.
 BASELINES = {"R18-FPN": "resnet18|P1-P5|rpn|2fc|800x600", "R50-FPN": "resnet50|P1-P5|rpn|2fc|800x600"}
 STAGE2_BASELINES = {"R18-FPN": ("basicblock", "11-21-21-21"), "R50-FPN": ("bottleneck", "111-2111-211111-211")}
 
 
-def _opt(help: str, **more) -> dict:
-    return {"help": help, **more}
-
-
 @dataclass
-class SmNasConfig:
+class SmNasConfig(RunSettings):
     """The settings of an SM-NAS run; each field is a flag of ``nasx search sm-nas``."""
 
-    data: str = field(metadata=_opt("dataset root in COCO layout (nasx data synth writes one)", metavar="DIR"))
-    out: str = field(metadata=_opt("run directory; an existing one is resumed", metavar="RUN"))
-    budget_minutes: float = field(default=15.0, metadata=_opt("wall-clock budget of the whole run", metavar="M"))
-    device: str = field(default="cpu", metadata=_opt("torch device of every stage (cpu, cuda, cuda:1)"))
-    workers: int = field(default=1, metadata=_opt("candidates evaluated at once", metavar="W"))
-    backend: str = field(default="auto", metadata=_opt("where candidates run: auto = inline for one worker, "
-                                                       "processes otherwise", choices=BACKENDS))
-    ray_address: Optional[str] = field(default=None, metadata=_opt(
-        "with --backend ray: the cluster to join (host:port or auto); none starts a local one", metavar="ADDR"))
-    width: float = field(default=1.0, metadata=_opt("channel multiplier of every candidate (0.25 on a CPU)"))
-    input_scale: float = field(default=1.0, metadata=_opt("input size multiplier (0.16: 800 x 600 -> 128 x 96)"))
-    ga_rpn: bool = field(default=True, metadata=_opt("leave the guided-anchoring RPN out of stage one",
-                                                     flag="--no-ga-rpn", negate=True))
+    width: float = field(default=1.0, metadata=opt("channel multiplier of every candidate (0.25 on a CPU)"))
+    input_scale: float = field(default=1.0, metadata=opt("input size multiplier (0.16: 800 x 600 -> 128 x 96)"))
+    ga_rpn: bool = field(default=True, metadata=opt("leave the guided-anchoring RPN out of stage one",
+                                                    flag="--no-ga-rpn", negate=True))
+    rois_per_image: int = field(default=512, metadata=opt("two-stage candidates: RoIs sampled per image in "
+                                                          "training (512 in the paper; fewer for small images)"))
+    proposals: int = field(default=1000, metadata=opt("two-stage candidates: proposals per image at inference "
+                                                      "(twice as many in training)"))
     short: ShortTrainConfig = field(default_factory=ShortTrainConfig,
-                                    metadata=_opt("the short training every candidate gets"))
-    stage1_min: int = field(default=8, metadata=_opt("stage-one architectures evaluated even past the budget"))
-    stage1_max: Optional[int] = field(default=None, metadata=_opt("stop stage one after this many architectures"))
-    stage1_share: float = field(default=0.35, metadata=_opt("share of the budget stage one may use"))
-    picks: int = field(default=1, metadata=_opt("stage-one front models stage two starts from"))
-    stage2_min: int = field(default=8, metadata=_opt("stage-two architectures per pick evaluated even past the budget"))
-    stage2_max: Optional[int] = field(default=None, metadata=_opt("stop stage two after this many per pick"))
-    min_random: int = field(default=4, metadata=_opt("random architectures per stage before the front is mutated"))
-    random_ratio: float = field(default=0.2, metadata=_opt("share of fresh random architectures afterwards"))
-    prune: bool = field(default=True, metadata=_opt("no partial-order pruning in stage two", flag="--no-prune",
-                                                    negate=True))
-    audit_every: int = field(default=3, metadata=_opt("evaluate every k-th pruned architecture anyway, to measure "
-                                                      "the pruning's error (0: never)"))
-    round_size: int = field(default=2, metadata=_opt("architectures per generation"))
-    retrain_top: int = field(default=3, metadata=_opt("stage-two front models retrained per pick"))
-    retrain_steps: int = field(default=400, metadata=_opt("steps of the final, longer training"))
-    seed: int = field(default=0, metadata=_opt("seed of the strategies and the training"))
-    progress: bool = field(default=True, metadata=_opt("no progress output", flag="--quiet", negate=True))
-    tensorboard: bool = field(default=True, metadata=_opt("write TensorBoard event files to RUN/tb"))
+                                    metadata=opt("the short training every candidate gets"))
+    stage1_min: int = field(default=8, metadata=opt("stage-one architectures evaluated even past the budget"))
+    stage1_max: Optional[int] = field(default=None, metadata=opt("stop stage one after this many architectures"))
+    stage1_share: float = field(default=0.35, metadata=opt("share of the budget stage one may use"))
+    picks: int = field(default=1, metadata=opt("stage-one front models stage two starts from"))
+    stage2_min: int = field(default=8, metadata=opt("stage-two architectures per pick evaluated even past the budget"))
+    stage2_max: Optional[int] = field(default=None, metadata=opt("stop stage two after this many per pick"))
+    min_random: int = field(default=4, metadata=opt("random architectures per stage before the front is mutated"))
+    random_ratio: float = field(default=0.2, metadata=opt("share of fresh random architectures afterwards"))
+    prune: bool = field(default=True, metadata=opt("no partial-order pruning in stage two", flag="--no-prune",
+                                                   negate=True))
+    audit_every: int = field(default=3, metadata=opt("evaluate every k-th pruned architecture anyway, to measure "
+                                                     "the pruning's error (0: never)"))
+    round_size: int = field(default=2, metadata=opt("architectures per generation"))
+    retrain_top: int = field(default=3, metadata=opt("stage-two front models retrained per pick"))
+    retrain_steps: int = field(default=400, metadata=opt("steps of the final, longer training"))
+    seed: int = field(default=0, metadata=opt("seed of the strategies and the training"))
 
     def __post_init__(self):
+        super().__post_init__()
         if isinstance(self.short, dict):
             self.short = ShortTrainConfig(**self.short)
-        if self.budget_minutes <= 0 or not self.width > 0 or not self.input_scale > 0:
-            raise ValueError(f"budget_minutes, width and input_scale must be > 0, got {self.budget_minutes}, "
-                             f"{self.width}, {self.input_scale}")
+        if not self.width > 0 or not self.input_scale > 0:
+            raise ValueError(f"width and input_scale must be > 0, got {self.width} and {self.input_scale}")
         if not 0 < self.stage1_share < 1:
             raise ValueError(f"stage1_share must be in (0, 1), got {self.stage1_share}")
-        for name in ("workers", "picks", "stage1_min", "stage2_min", "min_random", "round_size", "retrain_top",
-                     "retrain_steps"):
+        for name in ("rois_per_image", "proposals", "picks", "stage1_min", "stage2_min", "min_random", "round_size",
+                     "retrain_top", "retrain_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
@@ -124,8 +112,12 @@ class _SmNas:
         self.results = ResultsLog(self.run.path("results.jsonl"))
         self.runlog = RunLog(self.run.path("tb"), enabled=False)
         self.num_classes = self._num_classes()
+        n = cfg.proposals
+        two_stage = {"batch_size_per_image": cfg.rois_per_image,
+                     "rpn_settings": {"pre_nms_top_n": (2 * n, n), "post_nms_top_n": (2 * n, n)}}
         self.space1 = StructuralSpace(width=cfg.width, input_scale=cfg.input_scale, num_classes=self.num_classes,
-                                      rpns=RPNS if cfg.ga_rpn else tuple(r for r in RPNS if r != "ga"))
+                                      rpns=RPNS if cfg.ga_rpn else tuple(r for r in RPNS if r != "ga"),
+                                      two_stage=two_stage)
         self.recipe = TrainRecipe(batch_size=cfg.short.batch_size, optimizer=cfg.short.optimizer, lr=cfg.short.lr,
                                   seed=cfg.seed, device=cfg.device, warmup=cfg.short.warmup, progress=cfg.progress)
 
@@ -312,7 +304,8 @@ class _SmNas:
             log.info("[4/5] retraining %d models of pick %d for %d steps each", len(candidates), i, cfg.retrain_steps)
             rows.append(retrain_and_score(self.run, candidates, train_set=train_set, val_set=val_set,
                                           steps=cfg.retrain_steps, recipe=self.recipe, input_size=size,
-                                          meta={"size": min(size)}, runlog=self.runlog))
+                                          meta={"size": min(size)}, runlog=self.runlog,
+                                          macs_rois=cfg.short.macs_rois))
         return rows
 
     # -- 5. report -----------------------------------------------------------------------------

@@ -107,6 +107,9 @@ class StructuralSpace(Space):
         input_scale: input size multiplier.
         num_classes, norm: of every built detector. ``norm`` defaults to ``"gn_ws"``: the paper's
             stage one fine-tunes ImageNet BN backbones, nasx trains from scratch (no weights here).
+        two_stage: more keywords of the two-stage builders, e.g. ``{"batch_size_per_image": 64,
+            "rpn_settings": {"post_nms_top_n": (500, 300)}}`` for small images (stage two inherits
+            them through the pick's spec).
         backbones, necks, rpns, heads, inputs: subsets of the paper's options (e.g. ``rpns=("none",
             "rpn")`` without GA-RPN, as the demo may); they must allow both sides of the coupling
             they name.
@@ -114,7 +117,7 @@ class StructuralSpace(Space):
 
     def __init__(self, *, width: float = 1.0, input_scale: float = 1.0, num_classes: int = 80, norm: str = "gn_ws",
                  fpn_channels: Optional[int] = None, fc_channels: Optional[int] = None,
-                 backbones=BACKBONES, necks=NECKS, rpns=RPNS, heads=HEADS, inputs=INPUTS):
+                 two_stage: Optional[Mapping] = None, backbones=BACKBONES, necks=NECKS, rpns=RPNS, heads=HEADS, inputs=INPUTS):
         if not width > 0 or not input_scale > 0:
             raise ValueError(f"StructuralSpace: width and input_scale must be positive, got {width} and {input_scale}")
         options = {}
@@ -134,6 +137,7 @@ class StructuralSpace(Space):
         self.width, self.input_scale, self.num_classes, self.norm = width, input_scale, num_classes, norm
         self.fpn_channels = fpn_channels or _scale(256, width)
         self.fc_channels = fc_channels or _scale(1024, width)
+        self.two_stage = dict(two_stage or {})
         self.two_stage_heads, self.two_stage_rpns = tuple(two_heads), tuple(r for r in options["rpn"] if r != "none")
         self._decisions = tuple(Decision(label, opts, kind=label) for label, opts in options.items())
 
@@ -214,7 +218,7 @@ class StructuralSpace(Space):
         head, neck = arch["head"], arch["neck"]
         spec = {"detector": "faster_rcnn" if head == "2fc" else "cascade_rcnn", **spec,
                 "fpn_levels": None if neck == "none" else tuple(int(v) for v in re.findall(r"\d", neck)),
-                "rpn": arch["rpn"], "fc_channels": self.fc_channels}
+                "rpn": arch["rpn"], "fc_channels": self.fc_channels, **self.two_stage}
         if head != "2fc":
             spec["cascade_stages"] = int(head[len("cascade"):])
         return spec, self.input_size(arch)
