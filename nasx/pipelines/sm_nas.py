@@ -330,9 +330,17 @@ class _SmNas:
         for i, (part, rows) in enumerate(zip(stage2, retrained)):
             s2 = [r for r in self.results if r.get("source") == f"stage2/{i}" and r.get("status") == "ok"]
             start = part["start"]
-            marked = {f"start ({part['pick']['encoding'].split('|')[0]})": start,
-                      **{n: r for n, r in part["baselines"].items() if r and r.get("status") == "ok"}}
-            pareto_plot(self.run, s2, marked={k: v for k, v in marked.items() if v and v.get("status") == "ok"},
+            start_label = f"start ({part['pick']['encoding'].split('|')[0]})"
+            marked = {}
+            for name, r in part["baselines"].items():  # a baseline that is the start model is marked once
+                if r and r.get("status") == "ok":
+                    same = start.get("encoding") == r["encoding"]
+                    start_label = f"start = {name}" if same else start_label
+                    if not same:
+                        marked[name] = r
+            if start.get("status") == "ok":
+                marked = {start_label: start, **marked}
+            pareto_plot(self.run, s2, marked=marked,
                         name="stage2_pareto.png" if i == 0 else f"stage2_pareto_{i}.png",
                         archive_name=f"stage2_{i}_archive.json",
                         title=f"SM-NAS stage two from {part['pick']['encoding']}")
