@@ -80,7 +80,7 @@ def register(subparsers) -> None:
                         "(at its own input size unless --input is given)")
     p.add_argument("--classes", type=int, default=80, metavar="N", help="foreground classes (default 80)")
     p.add_argument("--input", default=None, metavar="HxW",
-                   help="input size (default 800x1088 for fcos / retinanet, 320x320 for ssdlite)")
+                   help="input size (default 800x1088; 320x320 for ssdlite; a --model's own)")
     p.add_argument("--fpn-channels", type=int, default=None, metavar="C", help="FPN channels (default 256)")
     p.add_argument("--norm", choices=NORMS, default="bn", help="backbone norm (default bn)")
     p.add_argument("--arch", default=None, metavar="DECODER",
@@ -101,7 +101,8 @@ def _build_kwargs(args: argparse.Namespace) -> tuple[dict, tuple[int, int]]:
         from nasx.spaces.sm_nas_models import sm_nas_model_spec
 
         given = [f for f, v in (("--backbone", args.backbone), ("--arch", args.arch), ("--rpn", args.rpn),
-                               ("--cascade-stages", args.cascade_stages), ("--fpn-channels", args.fpn_channels))
+                               ("--cascade-stages", args.cascade_stages), ("--fpn-channels", args.fpn_channels),
+                               ("--fc-channels", args.fc_channels), ("--rois-per-image", args.rois_per_image))
                  if v is not None]
         if given:
             raise ValueError(f"--model {args.model} fixes the architecture; drop {', '.join(given)}")
