@@ -4,13 +4,15 @@ Every op is also available as ``torch.ops.nasx.<name>``, has a fake kernel
 (registered next to its wrapper) so it traces under ``torch.compile(fullgraph=True)``,
 and has a plainly written pure-torch reference in ``nasx.ops._reference``.
 """
+from nasx.ops.atss_assign import atss_assign
 from nasx.ops.boxes import box_iou, generalized_box_iou
-from nasx.ops.deform_conv import DeformConv2d, deform_conv2d
-from nasx.ops.focal_loss import sigmoid_focal_loss
+from nasx.ops.deform_conv2d import DeformConv2d, deform_conv2d
+from nasx.ops.fcos_targets import fcos_targets, fcos_targets_batched
+from nasx.ops.match_anchors import match_anchors
 from nasx.ops.nms import batched_nms, nms, soft_nms
 from nasx.ops.pareto import crowding_distance, hypervolume, non_dominated_sort, partial_order_prune
 from nasx.ops.roi_align import roi_align
-from nasx.ops.targets import atss_assign, fcos_targets, fcos_targets_batched, match_anchors
+from nasx.ops.sigmoid_focal_loss import sigmoid_focal_loss
 
 __all__ = [
     # boxes and suppression

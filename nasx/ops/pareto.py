@@ -12,7 +12,7 @@ float16/bfloat16 inputs are compared in float32 (exactly).
 import torch
 from torch import Tensor
 
-from nasx.ops._checks import FLOAT_DTYPES
+from nasx.ops._checks import check_pareto_floats, check_pareto_integers
 
 __all__ = ["non_dominated_sort", "crowding_distance", "hypervolume", "partial_order_prune"]
 
@@ -118,23 +118,6 @@ def partial_order_prune(
 
 
 # Fake kernels, with the dtype and rank checks of csrc/ops/pareto_checks.h (same words).
-def check_pareto_floats(op: str, **tensors: tuple) -> None:
-    for name, (t, dim) in tensors.items():
-        torch._check(
-            t.dtype in FLOAT_DTYPES, lambda: f"{op}: expected {name} to be a floating-point tensor, got {t.dtype}"
-        )
-        torch._check(t.dim() == dim, lambda: f"{op}: expected {name} with {dim} dimension(s), got shape {list(t.shape)}")
-
-
-def check_pareto_integers(op: str, **tensors: tuple) -> None:
-    for name, (t, dim) in tensors.items():
-        torch._check(
-            not t.dtype.is_floating_point and not t.dtype.is_complex and t.dtype != torch.bool,
-            lambda: f"{op}: expected {name} to be an integer tensor, got {t.dtype}",
-        )
-        torch._check(t.dim() == dim, lambda: f"{op}: expected {name} with {dim} dimension(s), got shape {list(t.shape)}")
-
-
 def _out_float(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from nasx.ops._checks import FLOAT_DTYPES
+from nasx.ops._checks import check_roi_args, check_roi_input
 
 __all__ = ["roi_align"]
 
@@ -63,20 +63,10 @@ def roi_align(
     )
 
 
-def _check_roi_args(op, rois, ph, pw):
-    torch._check(rois.dtype in FLOAT_DTYPES, lambda: f"{op}: expected rois to be a floating-point tensor, got {rois.dtype}")
-    torch._check(
-        rois.dim() == 2 and rois.shape[1] == 5,
-        lambda: f"{op}: expected rois of shape [K, 5] (batch index, x1, y1, x2, y2), got shape {list(rois.shape)}",
-    )
-    torch._check(ph > 0 and pw > 0, lambda: f"{op}: expected pooled_height > 0 and pooled_width > 0, got {ph}, {pw}")
-
-
 @torch.library.register_fake("nasx::roi_align")
 def _roi_align_fake(input, rois, spatial_scale, pooled_height, pooled_width, sampling_ratio, aligned):
-    torch._check(input.dtype in FLOAT_DTYPES, lambda: f"roi_align: expected input to be a floating-point tensor, got {input.dtype}")
-    torch._check(input.dim() == 4, lambda: f"roi_align: expected input of shape [N, C, H, W], got shape {list(input.shape)}")
-    _check_roi_args("roi_align", rois, pooled_height, pooled_width)
+    check_roi_input("roi_align", input)
+    check_roi_args("roi_align", rois, pooled_height, pooled_width)
     return input.new_empty((rois.shape[0], input.shape[1], pooled_height, pooled_width))
 
 
@@ -84,7 +74,7 @@ def _roi_align_fake(input, rois, spatial_scale, pooled_height, pooled_width, sam
 def _roi_align_backward_fake(
     grad, rois, spatial_scale, pooled_height, pooled_width, batch_size, channels, height, width, sampling_ratio, aligned
 ):
-    _check_roi_args("roi_align_backward", rois, pooled_height, pooled_width)
+    check_roi_args("roi_align_backward", rois, pooled_height, pooled_width)
     return grad.new_empty((batch_size, channels, height, width))
 
 

@@ -323,7 +323,10 @@ class _SmNas:
 
         s1 = [r for r in self.results if r.get("source") == "stage1"]
         marked1 = {name: r for name, r in stage1["baselines"].items() if r and r.get("status") == "ok"}
-        pareto_plot(self.run, [r for r in s1 if r.get("status") == "ok"], marked=marked1, cost="latency_ms",
+        # The drawn front is over everything evaluated, baselines included: a baseline that dominates
+        # searched models must show it.
+        pareto_plot(self.run, [r for r in s1 if r.get("status") == "ok"] + list(marked1.values()), marked=marked1,
+                    cost="latency_ms",
                     name="stage1_pareto.png", archive_name="stage1_archive.json",
                     title=f"SM-NAS stage one on {Path(self.cfg.data).name}: short training")
         picks_out = []
@@ -340,7 +343,7 @@ class _SmNas:
                         marked[name] = r
             if start.get("status") == "ok":
                 marked = {start_label: start, **marked}
-            pareto_plot(self.run, s2, marked=marked,
+            pareto_plot(self.run, s2 + list(marked.values()), marked=marked,
                         name="stage2_pareto.png" if i == 0 else f"stage2_pareto_{i}.png",
                         archive_name=f"stage2_{i}_archive.json",
                         title=f"SM-NAS stage two from {part['pick']['encoding']}")

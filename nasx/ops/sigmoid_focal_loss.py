@@ -2,11 +2,9 @@
 import torch
 from torch import Tensor
 
-from nasx.ops._checks import FLOAT_DTYPES
+from nasx.ops._checks import check_focal_loss_args
 
 __all__ = ["sigmoid_focal_loss"]
-
-_REDUCTIONS = ("none", "mean", "sum")
 
 
 def sigmoid_focal_loss(
@@ -33,20 +31,9 @@ def sigmoid_focal_loss(
     return torch.ops.nasx.sigmoid_focal_loss.default(inputs, targets, float(alpha), float(gamma), str(reduction))
 
 
-def _check(inputs, targets, gamma, reduction, op):
-    torch._check(inputs.dtype in FLOAT_DTYPES, lambda: f"{op}: expected inputs to be a floating-point tensor, got {inputs.dtype}")
-    torch._check(targets.dtype in FLOAT_DTYPES, lambda: f"{op}: expected targets to be a floating-point tensor, got {targets.dtype}")
-    torch._check(
-        inputs.shape == targets.shape,
-        lambda: f"{op}: expected targets of the same shape as inputs {list(inputs.shape)}, got shape {list(targets.shape)}",
-    )
-    torch._check(reduction in _REDUCTIONS, lambda: f'{op}: expected reduction "none", "mean" or "sum", got "{reduction}"')
-    torch._check(gamma >= 0, lambda: f"{op}: expected gamma >= 0, got {gamma}")
-
-
 @torch.library.register_fake("nasx::sigmoid_focal_loss")
 def _sigmoid_focal_loss_fake(inputs, targets, alpha, gamma, reduction):
-    _check(inputs, targets, gamma, reduction, "sigmoid_focal_loss")
+    check_focal_loss_args(inputs, targets, gamma, reduction, "sigmoid_focal_loss")
     dtype = torch.promote_types(inputs.dtype, targets.dtype)
     shape = inputs.shape if reduction == "none" else ()
     return inputs.new_empty(shape, dtype=dtype)
@@ -54,7 +41,7 @@ def _sigmoid_focal_loss_fake(inputs, targets, alpha, gamma, reduction):
 
 @torch.library.register_fake("nasx::sigmoid_focal_loss_backward")
 def _sigmoid_focal_loss_backward_fake(grad, inputs, targets, alpha, gamma, reduction, targets_grad):
-    _check(inputs, targets, gamma, reduction, "sigmoid_focal_loss_backward")
+    check_focal_loss_args(inputs, targets, gamma, reduction, "sigmoid_focal_loss_backward")
     dt = targets.new_empty(targets.shape) if targets_grad else targets.new_empty((0,))
     return inputs.new_empty(inputs.shape), dt
 

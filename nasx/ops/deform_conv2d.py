@@ -10,7 +10,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from nasx.ops._checks import FLOAT_DTYPES
+from nasx.ops._checks import deform_conv2d_out_shape
 
 __all__ = ["deform_conv2d", "DeformConv2d"]
 
@@ -65,34 +65,18 @@ def deform_conv2d(
     return torch.ops.nasx.deform_conv2d.default(input, weight, offset, mask, bias, sh, sw, ph, pw, dh, dw)
 
 
-def _fake_shape(op, input, weight, offset, mask, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w):
-    for name, t in (("input", input), ("weight", weight), ("offset", offset)):
-        torch._check(t.dtype in FLOAT_DTYPES, lambda: f"{op}: expected {name} to be a floating-point tensor, got {t.dtype}")
-        torch._check(t.dim() == 4, lambda: f"{op}: expected {name} to have 4 dimensions, got shape {list(t.shape)}")
-    kh, kw = weight.shape[2], weight.shape[3]
-    out_h = (input.shape[2] + 2 * pad_h - (dilation_h * (kh - 1) + 1)) // stride_h + 1
-    out_w = (input.shape[3] + 2 * pad_w - (dilation_w * (kw - 1) + 1)) // stride_w + 1
-    torch._check(out_h > 0 and out_w > 0, lambda: f"{op}: the output would be empty")
-    torch._check(
-        offset.shape[0] == input.shape[0] and offset.shape[2] == out_h and offset.shape[3] == out_w,
-        lambda: f"{op}: expected offset of shape [{input.shape[0]}, 2 * offset_groups * {kh} * {kw}, {out_h}, {out_w}], "
-        f"got shape {list(offset.shape)}",
-    )
-    return out_h, out_w
-
-
 @torch.library.register_fake("nasx::deform_conv2d")
 def _deform_conv2d_fake(input, weight, offset, mask, bias, stride_h, stride_w, pad_h, pad_w, dilation_h, dilation_w):
-    out_h, out_w = _fake_shape("deform_conv2d", input, weight, offset, mask, stride_h, stride_w, pad_h, pad_w,
-                               dilation_h, dilation_w)
+    out_h, out_w = deform_conv2d_out_shape("deform_conv2d", input, weight, offset, mask, stride_h, stride_w, pad_h,
+                                           pad_w, dilation_h, dilation_w)
     return input.new_empty((input.shape[0], weight.shape[0], out_h, out_w))
 
 
 @torch.library.register_fake("nasx::_deform_conv2d_backward")
 def _deform_conv2d_backward_fake(grad, input, weight, offset, mask, stride_h, stride_w, pad_h, pad_w, dilation_h,
                                  dilation_w):
-    _fake_shape("deform_conv2d_backward", input, weight, offset, mask, stride_h, stride_w, pad_h, pad_w,
-                dilation_h, dilation_w)
+    deform_conv2d_out_shape("deform_conv2d_backward", input, weight, offset, mask, stride_h, stride_w, pad_h, pad_w,
+                            dilation_h, dilation_w)
     grad_mask = torch.empty_like(mask) if mask is not None else input.new_empty((0,))
     return (torch.empty_like(input), torch.empty_like(weight), torch.empty_like(offset), grad_mask,
             input.new_empty((weight.shape[0],)))
