@@ -47,3 +47,13 @@ def gt_sets(draw, max_g=40, extent=(96.0, 128.0)):
 
 
 dtypes = st.sampled_from([torch.float32, torch.float64])
+
+
+def anchor_scene(device):
+    """Square anchors on the 48 x 64 pyramid and 6 random GT boxes: the inputs the opchecks of
+    match_anchors and atss_assign share (counts per level 48, 12, 4)."""
+    points, _, _ = (t.float().to(device) for t in pyramid(48, 64))
+    gen = torch.Generator().manual_seed(0)
+    xy = torch.rand(6, 2, generator=gen) * 40
+    gts = torch.cat([xy, xy + torch.rand(6, 2, generator=gen) * 30 + 4], 1).to(device)
+    return torch.cat([points - 8, points + 8], 1), gts

@@ -10,7 +10,7 @@ import nasx
 from nasx.ops import _reference as ref
 
 from conftest import needs_cuda
-from targetgen import dtypes, exact, gt_sets, pyramid
+from targetgen import anchor_scene, dtypes, exact, gt_sets, pyramid
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from bench_targets import atss_vectorised  # noqa: E402  the benchmark's peer
@@ -101,11 +101,7 @@ def test_bad_input_message(call, exc, fragment):
 
 
 def test_opcheck(device):
-    points, _, _ = (t.float().to(device) for t in pyramid(48, 64))
-    gen = torch.Generator().manual_seed(0)
-    xy = torch.rand(6, 2, generator=gen) * 40
-    gts = torch.cat([xy, xy + torch.rand(6, 2, generator=gen) * 30 + 4], 1).to(device)
-    anchors = torch.cat([points - 8, points + 8], 1)
+    anchors, gts = anchor_scene(device)
     torch.library.opcheck(torch.ops.nasx.atss_assign.default, (anchors, [48, 12, 4], gts, 9))
 
 

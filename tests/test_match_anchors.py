@@ -7,7 +7,7 @@ import nasx
 from nasx.ops import _reference as ref
 
 from conftest import needs_cuda
-from targetgen import dtypes, exact, pyramid
+from targetgen import anchor_scene, dtypes, exact
 
 threshold_pairs = st.sampled_from([(0.5, 0.4), (0.7, 0.3), (0.5, 0.5), (0.7, 0.7), (0.0, 0.0), (1.0, 0.0), (0.3, 0.1)])
 
@@ -118,11 +118,7 @@ def test_bad_input_message(call, exc, fragment):
 
 
 def test_opcheck(device):
-    points, _, _ = (t.float().to(device) for t in pyramid(48, 64))
-    gen = torch.Generator().manual_seed(0)
-    xy = torch.rand(6, 2, generator=gen) * 40
-    gts = torch.cat([xy, xy + torch.rand(6, 2, generator=gen) * 30 + 4], 1).to(device)
-    anchors = torch.cat([points - 8, points + 8], 1)
+    anchors, gts = anchor_scene(device)
     torch.library.opcheck(torch.ops.nasx.match_anchors.default, (anchors, gts, 0.5, 0.4, True))
 
 

@@ -151,6 +151,20 @@ class _SmNas:
         return ParetoEvolution(space, objectives=objectives, maximize=("map",), seed=cfg.seed,
                                min_random=cfg.min_random, random_ratio=cfg.random_ratio, **kwargs)
 
+    def records(self, *sources: str) -> list[dict]:
+        """The OK records of these ``source`` values, in log order."""
+        return [r for r in self.results if r.get("source") in sources and r.get("status") == "ok"]
+
+    def front(self, cost: str, *sources: str) -> list[dict]:
+        """The (mAP up, ``cost`` down) Pareto front of the OK records of ``sources``, best mAP first."""
+        from nasx.search.archive import ParetoArchive
+
+        rows = self.records(*sources)
+        archive = ParetoArchive(("map", cost), maximize=("map",))
+        for r in rows:
+            archive.add(r["encoding"], {"map": r["map"], cost: r[cost]})
+        return sorted((rows[i] for i in archive.front_indices()), key=lambda r: -r["map"])
+
     # -- 1. stage one --------------------------------------------------------------------------
     def stage_one(self, workers) -> dict:
         from nasx.search import run_search
@@ -175,19 +189,13 @@ class _SmNas:
 
     # -- 2. pick -------------------------------------------------------------------------------
     def pick(self) -> list[dict]:
-        from nasx.search.archive import ParetoArchive
         from nasx.spaces.residual import ResidualEncoding
 
         done = self.run.done("pick")
         if done is not None:
             return done["picks"]
-        rows = [r for r in self.results if r.get("source") in ("stage1", "baseline1") and r.get("status") == "ok"]
-        archive = ParetoArchive(("map", "latency_ms"), maximize=("map",))
-        for r in rows:
-            archive.add(r["encoding"], {"map": r["map"], "latency_ms": r["latency_ms"]})
-        front = sorted((rows[i] for i in archive.front_indices()), key=lambda r: -r["map"])
         picks = []
-        for r in front:
+        for r in self.front("latency_ms", "stage1", "baseline1"):
             spec, size = self.space1.spec(r["encoding"])
             try:
                 ResidualEncoding.parse(spec["backbone"])
@@ -278,16 +286,10 @@ class _SmNas:
 
     # -- 4. retrain ----------------------------------------------------------------------------
     def stage_retrain(self, stage2: list[dict]) -> list[list[dict]]:
-        from nasx.search.archive import ParetoArchive
-
         cfg, rows = self.cfg, []
         for i, part in enumerate(stage2):
             space = self.space2(part["pick"])
-            records = [r for r in self.results if r.get("source") == f"stage2/{i}" and r.get("status") == "ok"]
-            archive = ParetoArchive(("map", "macs"), maximize=("map",))
-            for r in records:
-                archive.add(r["encoding"], {"map": r["map"], "macs": r["macs"]})
-            front = sorted((records[j] for j in archive.front_indices()), key=lambda r: -r["map"])[: cfg.retrain_top]
+            front = self.front("macs", f"stage2/{i}")[: cfg.retrain_top]
             chosen = [("start", part["start"])] + [(f"front{k + 1}", r) for k, r in enumerate(front)]
             base = part["baselines"].get("R18-FPN")
             if base is not None and base["encoding"] != part["start"]["encoding"]:  # a ResNet-18 pick is its own baseline
@@ -311,27 +313,19 @@ class _SmNas:
     # -- 5. report -----------------------------------------------------------------------------
     def stage_report(self, stage1: dict, stage2: list[dict], retrained: list[list[dict]]) -> dict:
         from nasx.evaluate.rank import kendall_tau
-        from nasx.search.archive import ParetoArchive
 
-        def front(sources, cost: str) -> list[dict]:
-            sources = (sources,) if isinstance(sources, str) else tuple(sources)
-            rows = [r for r in self.results if r.get("source") in sources and r.get("status") == "ok"]
-            archive = ParetoArchive(("map", cost), maximize=("map",))
-            for r in rows:
-                archive.add(r["encoding"], {"map": r["map"], cost: r[cost]})
-            return sorted((_short(rows[j]) for j in archive.front_indices()), key=lambda r: r[cost])
+        def front(cost: str, *sources: str) -> list[dict]:  # as the report shows it: cheapest first
+            return sorted((_short(r) for r in self.front(cost, *sources)), key=lambda r: r[cost])
 
-        s1 = [r for r in self.results if r.get("source") == "stage1"]
         marked1 = {name: r for name, r in stage1["baselines"].items() if r and r.get("status") == "ok"}
         # The drawn front is over everything evaluated, baselines included: a baseline that dominates
         # searched models must show it.
-        pareto_plot(self.run, [r for r in s1 if r.get("status") == "ok"] + list(marked1.values()), marked=marked1,
-                    cost="latency_ms",
+        pareto_plot(self.run, self.records("stage1") + list(marked1.values()), marked=marked1, cost="latency_ms",
                     name="stage1_pareto.png", archive_name="stage1_archive.json",
                     title=f"SM-NAS stage one on {Path(self.cfg.data).name}: short training")
         picks_out = []
         for i, (part, rows) in enumerate(zip(stage2, retrained)):
-            s2 = [r for r in self.results if r.get("source") == f"stage2/{i}" and r.get("status") == "ok"]
+            s2 = self.records(f"stage2/{i}")
             start = part["start"]
             start_label = f"start ({part['pick']['encoding'].split('|')[0]})"
             marked = {}
@@ -354,7 +348,7 @@ class _SmNas:
             picks_out.append({
                 "pick": part["pick"]["encoding"], "start": _short(start), "baselines": {
                     n: _short(r) for n, r in part["baselines"].items() if r},
-                "front": front(f"stage2/{i}", "macs"), "evaluated": part["evaluated"], "rounds": part["rounds"],
+                "front": front("macs", f"stage2/{i}"), "evaluated": part["evaluated"], "rounds": part["rounds"],
                 "stopped": part["stopped"], "pruned": part["pruned"], "audit": part["audit"],
                 "hypervolume": [h.get("hypervolume") for h in part["history"]],
                 "pruned_per_round": [h.get("pruned") for h in part["history"]],
@@ -363,7 +357,7 @@ class _SmNas:
                 "best": max(retrained_rows, key=lambda r: r["map"]) if retrained_rows else None})
         evaluated = sum(1 for r in self.results if r.get("status") == "ok")
         report = write_report(self.run, {
-            "stage1": {"front": front(("stage1", "baseline1"), "latency_ms"), "evaluated": stage1["evaluated"],
+            "stage1": {"front": front("latency_ms", "stage1", "baseline1"), "evaluated": stage1["evaluated"],
                        "rounds": stage1["rounds"], "stopped": stage1["stopped"],
                        "hypervolume": [h.get("hypervolume") for h in stage1["history"]],
                        "baselines": {n: _short(r) for n, r in stage1["baselines"].items() if r}},
