@@ -8,8 +8,8 @@ Its own stages, on the shared kit (run directory, search loop, retrain-and-score
    detector trained from scratch for a few steps (:class:`~nasx.evaluate.short_train.
    ShortTrainEvaluator`). ResNet-18 and ResNet-50 FPN two-FC detectors are evaluated first, the
    same way, as the baselines.
-2. **pick** — the ``picks`` stage-one front models with residual backbones (stage two evolves
-   residual strings), best mAP first (``picks.json``).
+2. **pick** — the ``picks`` models of the stage-one front among those with residual backbones
+   (stage two evolves residual strings), baselines included, best mAP first (``stages/pick.json``).
 3. **stage two** — per pick, modular search (:class:`~nasx.spaces.sm_nas.ModularSpace`: backbone
    string and FPN width, GN + WS, SM-NAS stem) on (mAP, MACs), with partial-order pruning
    (candidates' MACs counted on the meta device before any is trained) and its audit. The pick's
@@ -155,11 +155,12 @@ class _SmNas:
         """The OK records of these ``source`` values, in log order."""
         return [r for r in self.results if r.get("source") in sources and r.get("status") == "ok"]
 
-    def front(self, cost: str, *sources: str) -> list[dict]:
-        """The (mAP up, ``cost`` down) Pareto front of the OK records of ``sources``, best mAP first."""
+    def front(self, cost: str, *sources: str, keep=None) -> list[dict]:
+        """The (mAP up, ``cost`` down) Pareto front of the OK records of ``sources`` (those ``keep``
+        accepts, if given), best mAP first."""
         from nasx.search.archive import ParetoArchive
 
-        rows = self.records(*sources)
+        rows = [r for r in self.records(*sources) if keep is None or keep(r)]
         archive = ParetoArchive(("map", cost), maximize=("map",))
         for r in rows:
             archive.add(r["encoding"], {"map": r["map"], cost: r[cost]})
@@ -194,19 +195,24 @@ class _SmNas:
         done = self.run.done("pick")
         if done is not None:
             return done["picks"]
-        picks = []
-        for r in self.front("latency_ms", "stage1", "baseline1"):
-            spec, size = self.space1.spec(r["encoding"])
+
+        def residual(record) -> bool:  # stage two evolves residual strings only: no MobileNetV2
             try:
-                ResidualEncoding.parse(spec["backbone"])
+                ResidualEncoding.parse(self.space1.spec(record["encoding"])[0]["backbone"])
+                return True
             except ValueError:
-                continue  # MobileNetV2: stage two evolves residual strings only
+                return False
+
+        # The front among the models stage two can start from: a MobileNetV2 that beats every
+        # residual model must not leave stage two without a start.
+        front = self.front("latency_ms", "stage1", "baseline1", keep=residual)[: self.cfg.picks]
+        if not front:
+            raise RuntimeError("stage one evaluated no model with a residual backbone to start stage two from")
+        picks = []
+        for r in front:
+            spec, size = self.space1.spec(r["encoding"])
             picks.append({"encoding": r["encoding"], "spec": spec, "input_size": list(size), "map": r["map"],
                           "latency_ms": r["latency_ms"]})
-            if len(picks) == self.cfg.picks:
-                break
-        if not picks:
-            raise RuntimeError("stage one's front has no model with a residual backbone to start stage two from")
         log.info("[2/5] stage two starts from %s", ", ".join(p["encoding"] for p in picks))
         return self.run.mark_done("pick", {"picks": picks})["picks"]
 
