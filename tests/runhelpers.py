@@ -6,22 +6,26 @@ import subprocess
 import time
 
 
-def killed_then_resumed(cmd, out, env, log, *, min_records: int = 3):
-    """Start ``cmd``, SIGKILL it (and its process group: a local Ray cluster too) once
-    ``min_records`` are in results.jsonl, run it again to the end; returns the records there
-    before the kill and after the end, having checked that nothing was lost or evaluated twice."""
-    results = out / "results.jsonl"
+def start_and_kill(cmd, env, log, ready) -> None:
+    """Start ``cmd``, SIGKILL it (and its process group: a local Ray cluster too) as soon as
+    ``ready()`` is true; fails if the run ended first."""
     with open(log, "wb") as err:
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
         deadline = time.monotonic() + 240
-        while time.monotonic() < deadline and proc.poll() is None:
-            if results.exists() and len(results.read_text().splitlines()) >= min_records:
-                break
+        while time.monotonic() < deadline and proc.poll() is None and not ready():
             time.sleep(0.05)
         alive = proc.poll() is None
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
     assert alive, f"the run ended before it could be killed: {log.read_text()[-2000:]}"
+
+
+def killed_then_resumed(cmd, out, env, log, *, min_records: int = 3):
+    """Start ``cmd``, SIGKILL it once ``min_records`` are in results.jsonl, run it again to the end;
+    returns the records there before the kill and after the end, having checked that nothing was
+    lost or evaluated twice."""
+    results = out / "results.jsonl"
+    start_and_kill(cmd, env, log, lambda: results.exists() and len(results.read_text().splitlines()) >= min_records)
     before = [json.loads(line) for line in results.read_text().splitlines() if line.strip().endswith("}")]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]

@@ -67,3 +67,15 @@ def test_ssdlite_mobilenet_v2_params_and_macs():
     model80 = _build("ssdlite", backbone="mobilenet_v2", num_classes=80)
     assert 3.4e6 <= count_params(model80) <= 4.35e6
     assert model80.backbone.channels == {"c4": 576, "c5": 1280}  # layer 15's expansion and the 1x1 to 1280
+
+
+
+@pytest.mark.parametrize("backbone,style,classes,params,gmacs", [
+    # FNA (Fang et al. 2020), README table: MobileNetV2-SSDLite 4.3M / 0.8B, FNA-SSDLite 4.6M / 0.9B,
+    # with their mmdet head (4/6/6/6/4/4 boxes, 81 outputs); the TF-style head of nasx: 4.50M / 4.81M.
+    ("mobilenet_v2", "mmdet", 80, 4.32e6, 0.81), ("fna_ssdlite", "mmdet", 80, 4.63e6, 0.88),
+    ("fna_ssdlite", "tf", 90, 4.81e6, 0.88)])
+def test_fna_ssdlite_params_and_macs(backbone, style, classes, params, gmacs):
+    model = _build("ssdlite", backbone=backbone, num_classes=classes, head_style=style)
+    assert round(count_params(model) / 1e6, 2) == params / 1e6
+    assert round(count_detector_macs(model, (320, 320)).total / 1e9, 2) == gmacs

@@ -8,7 +8,7 @@ the same batches with 0, 2 or 8 workers, and an epoch can be replayed with ``set
 from __future__ import annotations
 
 import random
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 import torch
@@ -85,6 +85,7 @@ def build_loader(
     pin_memory: bool = False,
     persistent_workers: Optional[bool] = None,
     prefetch_factor: Optional[int] = None,
+    collate_fn: Optional[Callable] = None,
 ) -> DataLoader:
     """A DataLoader yielding :class:`~nasx.data.collate.DetectionBatch` es.
 
@@ -100,6 +101,8 @@ def build_loader(
         pin_memory: page-locked batches, for faster copies to a GPU.
         persistent_workers: keep workers between epochs (default: whenever workers > 0).
         prefetch_factor: batches each worker reads ahead (DataLoader's default when None).
+        collate_fn: how samples become a batch (default: padded detection batches; torch's
+            ``default_collate`` for a classification dataset).
 
     ``loader.sampler.set_epoch(e)`` replays epoch ``e`` (e.g. after resuming).
     """
@@ -118,7 +121,7 @@ def build_loader(
         batch_size=batch_size,
         sampler=SeededSampler(len(dataset), shuffle, seed),
         num_workers=workers,
-        collate_fn=Collate(size_divisible),
+        collate_fn=Collate(size_divisible) if collate_fn is None else collate_fn,
         drop_last=drop_last,
         pin_memory=pin_memory,
         generator=torch.Generator().manual_seed(int(seed)),  # worker base seeds; leaves the global RNG alone

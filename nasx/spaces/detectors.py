@@ -21,14 +21,15 @@ from nasx.models.detectors.two_stage import TwoStageDetector
 from nasx.models.heads.fcos_head import FCOSHead
 from nasx.models.heads.retina_head import RetinaHead
 from nasx.models.heads.roi_box_head import BoxPredictor, TwoFCHead
-from nasx.models.heads.ssdlite_head import SSDLiteHead
+from nasx.models.heads.ssdlite_head import HEAD_STYLES, SSDLiteHead
 from nasx.models.necks import FPN, SSDLiteExtra
 from nasx.models.necks.fpn import sm_nas_fpn_levels
-from nasx.spaces.mbconv import MBConvEncoding
+from nasx.spaces.mbconv import NAMED as MB_NAMED, MBConvEncoding
 from nasx.spaces.residual import ResidualEncoding
 
 __all__ = ["DETECTORS", "build_backbone", "build_cascade_rcnn", "build_detector", "build_faster_rcnn", "build_fcos",
-           "build_from_spec", "build_nas_fcos", "build_retinanet", "build_ssdlite"]
+           "build_from_spec", "build_nas_fcos", "build_retinanet", "build_ssdlite",
+           "ssdlite_on"]
 
 RPN_KINDS = ("rpn", "ga")
 
@@ -38,7 +39,7 @@ def build_backbone(encoding: str, *, norm: str = "bn", out_features=("c3", "c4",
     """A residual (``bottleneck_64_...``, ``resnet50``) or MBConv (``mb32_...``, ``mobilenet_v2``) backbone.
     ``stem`` (residual only): ``"resnet"`` (7x7 conv + max-pool, the default) or ``"sm_nas"`` (two 3x3/2 convs)."""
     text = str(encoding).strip()
-    is_mb = text.startswith("mb") or text in ("mobilenet_v2",)
+    is_mb = text.startswith("mb") or text in MB_NAMED
     if is_mb:
         if stem is not None:
             raise ValueError(f"stem applies to residual backbones; {text!r} is an MBConv backbone")
@@ -82,24 +83,49 @@ def build_retinanet(*, backbone: str, num_classes: int, fpn_channels: int = 256,
                      **kwargs)
 
 
+# mmdet's SSD default boxes per level (4/6/6/6/4/4), the layout of FNA's published SSDLite counts.
+MMDET_SSD_RATIOS = ((2,), (2, 3), (2, 3), (2, 3), (2,), (2,))
+
+
 def build_ssdlite(*, backbone: str = "mobilenet_v2", num_classes: int, norm: str = "bn",
                   extra_channels: tuple[int, ...] = (512, 256, 256, 128), tap_expansion: bool = True,
-                  fpn_channels: int | None = None, **kwargs) -> SSDLite:
+                  head_style: str = "tf", fpn_channels: int | None = None, **kwargs) -> SSDLite:
     """SSDLite: the backbone's stride-16 map (the expansion of the first stride-32 block, see
     :class:`SSDLiteFeatures`) and stride-32 map, 4 extra maps, 3 + 5 x 6 default boxes per location.
 
     With ``mobilenet_v2`` the paper's SSDLite: 4.50M parameters and 0.80 GMACs at 320 x 320 for COCO's
-    90 classes (the paper: 4.3M and 0.8B; the released TF model: 4.475M), 4.34M for 80. ``fpn_channels`` exists only to give a clear error: SSDLite has no FPN.
+    90 classes (the paper: 4.3M and 0.8B; the released TF model: 4.475M), 4.34M for 80.
+    ``head_style="mmdet"``: FNA's head instead (mmdet's 4/6/6/6/4/4 default boxes, predictors without
+    bias, see :data:`~nasx.models.heads.ssdlite_head.HEAD_STYLES`): 4.32M / 0.81 GMACs for 80 classes,
+    and 4.63M / 0.88 on ``fna_ssdlite``, FNA's published 4.3M / 0.8B and 4.6M / 0.9B.
+    ``fpn_channels`` exists only to give a clear error: SSDLite has no FPN.
     Other keyword arguments go to :class:`SSDLite`.
     """
     if fpn_channels is not None:
         raise ValueError(f"ssdlite has no FPN, so fpn_channels does not apply (got {fpn_channels})")
     trunk = build_backbone(backbone, norm=norm, out_features=("c4", "c5"))
     features = SSDLiteFeatures(backbone=trunk, tap_expansion=tap_expansion)
+    return ssdlite_on(features, num_classes=num_classes, norm=norm, extra_channels=extra_channels,
+                      head_style=head_style, **kwargs)
+
+
+def ssdlite_on(features: nn.Module, *, num_classes: int, norm: str = "bn",
+               extra_channels: tuple[int, ...] = (512, 256, 256, 128), head_style: str = "tf", **kwargs) -> SSDLite:
+    """SSDLite's extra layers, default boxes and head on ``features`` (a module returning the stride-16
+    and stride-32 maps ``{"c4", "c5"}`` with their ``channels``: :class:`SSDLiteFeatures`, or a super
+    network)."""
+    if head_style not in HEAD_STYLES:
+        raise ValueError(f"head_style must be one of {HEAD_STYLES}, got {head_style!r}")
     neck = SSDLiteExtra(in_channels=features.channels, channels=extra_channels, norm=norm)
-    boxes = DefaultBoxGenerator(num_levels=len(neck.out_channels))
+    levels = len(neck.out_channels)
+    if head_style == "mmdet":
+        if levels != len(MMDET_SSD_RATIOS):
+            raise ValueError(f"head_style 'mmdet' has default boxes for {len(MMDET_SSD_RATIOS)} maps, got {levels}")
+        boxes = DefaultBoxGenerator(num_levels=levels, level_ratios=MMDET_SSD_RATIOS)
+    else:
+        boxes = DefaultBoxGenerator(num_levels=levels)
     head = SSDLiteHead(in_channels=list(neck.out_channels.values()), num_anchors=boxes.num_anchors,
-                       num_classes=num_classes, norm=norm)
+                       num_classes=num_classes, norm=norm, style=head_style)
     return SSDLite(backbone=features, neck=neck, head=head, box_generator=boxes, num_classes=num_classes, **kwargs)
 
 

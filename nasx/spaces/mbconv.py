@@ -15,21 +15,27 @@ modules, same parameter count); searches change the per-layer k / e / se.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from torch import nn
 
-from nasx.models.backbones.mbconv import InvertedResidual, MBConvBackbone, conv_norm_act
+from nasx.models.backbones.mbconv import InvertedResidual, MBConvBackbone, conv_norm_act, make_divisible
 from nasx.spaces.errors import EncodingError
 
-__all__ = ["EXPANSIONS", "KERNELS", "MBConvEncoding", "MBLayer", "MBStage", "NAMED"]
+__all__ = ["EXPANSIONS", "FNA_SSDLITE", "KERNELS", "MBConvEncoding", "MBLayer", "MBStage", "NAMED"]
 
 KERNELS = (3, 5, 7)
 EXPANSIONS = (1, 3, 6)
 
+# FNA's searched SSDLite backbone (Fang et al. 2020; `net_config` of their released
+# fna_ssdlite_retrain.py): MobileNetV2's layout with searched kernels and depths.
+FNA_SSDLITE = ("mb32_c16s1:k3e1-c24s2:k5e6-c32s2:k5e6x2,k3e6,k5e6-c64s2:k5e6,k7e6,k3e6-c96s1:k7e6x4"
+               "-c160s2:k5e6,k7e6x2-c320s1:k7e6_1280")
+
 NAMED = {
     "mobilenet_v2": "mb32_c16s1:k3e1-c24s2:k3e6x2-c32s2:k3e6x3-c64s2:k3e6x4-c96s1:k3e6x3"
     "-c160s2:k3e6x3-c320s1:k3e6_1280",
+    "fna_ssdlite": FNA_SSDLITE,
 }
 
 _LAYER = re.compile(r"k(\d+)e(\d+)(se)?(?:x(\d+))?")
@@ -119,6 +125,18 @@ class MBConvEncoding:
     def __str__(self) -> str:
         body = f"mb{self.stem}_" + "-".join(str(s) for s in self.stages)
         return body + (f"_{self.head}" if self.head else "")
+
+    def scaled(self, width: float) -> "MBConvEncoding":
+        """Every channel count, stem and head included, times ``width`` rounded by
+        ``make_divisible(c * width, 8)`` (torchvision keeps the 1280 head for widths below 1; here it
+        shrinks too, so a small version stays small)."""
+        if not width > 0:
+            raise ValueError(f"MBConvEncoding.scaled: width must be > 0, got {width}")
+        if width == 1:
+            return self
+        stages = tuple(replace(s, channels=make_divisible(s.channels * width)) for s in self.stages)
+        return MBConvEncoding(make_divisible(self.stem * width), stages,
+                              make_divisible(self.head * width) if self.head else None)
 
     @property
     def depth(self) -> int:

@@ -15,7 +15,6 @@ from typing import Mapping, Optional
 
 from torch import nn
 
-from nasx.models.backbones.mbconv import make_divisible
 from nasx.spaces.errors import EncodingError
 from nasx.spaces.mbconv import NAMED as MB_NAMED, MBConvEncoding
 from nasx.spaces.residual import BLOCKS, ResidualEncoding
@@ -62,17 +61,12 @@ def scaled_backbone(name: str, width: float) -> str:
     """A stage-one backbone at ``width`` times its channels (the name itself at width 1).
 
     ResNet / ResNeXt: base ``round(64 * width)``; ResNeXt keeps base >= 16 (32 groups need a
-    3x3 width of at least 32 = ``base // 16 * 32``). MobileNetV2: every channel count, stem and
-    1280 head included, ``make_divisible(c * width, 8)`` (torchvision keeps the head at 1280 for
-    widths below 1; here it shrinks too, so the small version stays small).
+    3x3 width of at least 32 = ``base // 16 * 32``). MobileNetV2: :meth:`MBConvEncoding.scaled`.
     """
     if width == 1:
         return name
     if name in MB_NAMED:
-        enc = MBConvEncoding.parse(name)
-        stages = tuple(replace(s, channels=make_divisible(s.channels * width)) for s in enc.stages)
-        head = make_divisible(enc.head * width) if enc.head else None
-        return str(MBConvEncoding(make_divisible(enc.stem * width), stages, head))
+        return str(MBConvEncoding.parse(name).scaled(width))
     enc = ResidualEncoding.parse(name)
     return str(replace(enc, base=max(16 if enc.block == "Xbottleneck" else 1, _scale(enc.base, width))))
 

@@ -7,7 +7,7 @@ the order of a head output ``[B, A * X, H_l, W_l]`` viewed as ``[B, H_l, W_l, A,
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -109,14 +109,22 @@ class DefaultBoxGenerator:
     Box width ``s * sqrt(r) * W``, height ``s / sqrt(r) * H`` for an H x W input; centres at the
     cell centres of each level's grid spread over the input.
 
+    With ``level_ratios`` (mmdet's SSD layout, e.g. ``((2,), (2, 3), (2, 3), (2, 3), (2,), (2,))``:
+    4/6/6/6/4/4 boxes) level l instead has (s_l, 1), (sqrt(s_l s_{l+1}), 1) and (s_l, r), (s_l, 1/r)
+    for each r of ``level_ratios[l]``; ``aspect_ratios`` and ``reduce_lowest`` then do not apply.
+
     ``generator(feature_sizes, image_shape, device, dtype)`` returns one Tensor[H_l * W_l * A_l, 4]
     per level, cached per (feature sizes, image shape, device, dtype).
     """
 
     def __init__(self, *, num_levels: int = 6, min_scale: float = 0.2, max_scale: float = 0.95,
-                 aspect_ratios: Sequence[float] = (1.0, 2.0, 0.5, 3.0, 1 / 3), reduce_lowest: bool = True):
+                 aspect_ratios: Sequence[float] = (1.0, 2.0, 0.5, 3.0, 1 / 3), reduce_lowest: bool = True,
+                 level_ratios: Optional[Sequence[Sequence[float]]] = None):
         if num_levels < 2:
             raise ValueError(f"DefaultBoxGenerator: num_levels must be >= 2, got {num_levels}")
+        if level_ratios is not None and len(level_ratios) != num_levels:
+            raise ValueError(f"DefaultBoxGenerator: {len(level_ratios)} level_ratios for {num_levels} levels")
+        self.level_ratios = None if level_ratios is None else tuple(tuple(float(r) for r in rs) for rs in level_ratios)
         self.num_levels = num_levels
         self.scales = [min_scale + (max_scale - min_scale) * i / (num_levels - 1) for i in range(num_levels)] + [1.0]
         self.aspect_ratios = tuple(aspect_ratios)
@@ -126,6 +134,9 @@ class DefaultBoxGenerator:
     def shapes(self, level: int) -> list[tuple[float, float]]:
         """(scale, aspect ratio w/h) of each box of a level."""
         s = self.scales[level]
+        if self.level_ratios is not None:
+            pairs = [(s, r) for ratio in self.level_ratios[level] for r in (ratio, 1 / ratio)]
+            return [(s, 1.0), (math.sqrt(s * self.scales[level + 1]), 1.0)] + pairs
         if level == 0 and self.reduce_lowest:
             return [(0.1, 1.0), (s, 2.0), (s, 0.5)]
         return [(s, r) for r in self.aspect_ratios] + [(math.sqrt(s * self.scales[level + 1]), 1.0)]

@@ -16,14 +16,23 @@ from torch import nn
 
 from nasx.models.layers import conv2d, norm2d
 
-__all__ = ["SSDLiteHead", "separable_predictor"]
+__all__ = ["HEAD_STYLES", "SSDLiteHead", "separable_predictor"]
+
+# "tf": the TF object-detection API's SSDLite predictors (1x1 conv with bias); "mmdet": FNA's
+# mmdet head (1x1 conv without bias, then a norm), for FNA's published parameter counts.
+HEAD_STYLES = ("tf", "mmdet")
 
 
-def separable_predictor(in_channels: int, out_channels: int, norm: str = "bn") -> nn.Sequential:
-    """3x3 depthwise + norm + ReLU6, then a 1x1 conv with bias to ``out_channels``."""
+def separable_predictor(in_channels: int, out_channels: int, norm: str = "bn", style: str = "tf") -> nn.Sequential:
+    """3x3 depthwise + norm + ReLU6, then a 1x1 conv to ``out_channels``: with bias (``"tf"``), or
+    without bias and followed by a norm (``"mmdet"``)."""
+    if style not in HEAD_STYLES:
+        raise ValueError(f"separable_predictor: style must be one of {HEAD_STYLES}, got {style!r}")
+    last = [nn.Conv2d(in_channels, out_channels, 1, bias=style == "tf")]
+    if style == "mmdet":
+        last.append(norm2d(out_channels, norm))
     return nn.Sequential(conv2d(in_channels, in_channels, 3, groups=in_channels, norm=norm),
-                         norm2d(in_channels, norm), nn.ReLU6(inplace=True),
-                         nn.Conv2d(in_channels, out_channels, 1))
+                         norm2d(in_channels, norm), nn.ReLU6(inplace=True), *last)
 
 
 class SSDLiteHead(nn.Module):
@@ -33,12 +42,14 @@ class SSDLiteHead(nn.Module):
         num_classes: K foreground classes; the class output has K + 1 channels per box,
             index 0 the background.
         norm: norm after the depthwise convs.
+        style: the predictors' :data:`HEAD_STYLES`.
 
     ``forward(features)`` takes L Tensor[B, C_l, H_l, W_l] and returns
     ``(cls_logits: L x Tensor[B, A_l * (K + 1), H_l, W_l], box_deltas: L x Tensor[B, A_l * 4, H_l, W_l])``.
     """
 
-    def __init__(self, *, in_channels: Sequence[int], num_anchors: Sequence[int], num_classes: int, norm: str = "bn"):
+    def __init__(self, *, in_channels: Sequence[int], num_anchors: Sequence[int], num_classes: int, norm: str = "bn",
+                 style: str = "tf"):
         super().__init__()
         if len(in_channels) != len(num_anchors):
             raise ValueError(f"SSDLiteHead: {len(in_channels)} in_channels but {len(num_anchors)} num_anchors; "
@@ -46,9 +57,9 @@ class SSDLiteHead(nn.Module):
         if num_classes < 1:
             raise ValueError(f"SSDLiteHead: num_classes must be >= 1, got {num_classes}")
         self.num_classes, self.num_anchors = num_classes, tuple(num_anchors)
-        self.cls = nn.ModuleList(separable_predictor(c, a * (num_classes + 1), norm)
+        self.cls = nn.ModuleList(separable_predictor(c, a * (num_classes + 1), norm, style)
                                  for c, a in zip(in_channels, num_anchors))
-        self.box = nn.ModuleList(separable_predictor(c, a * 4, norm) for c, a in zip(in_channels, num_anchors))
+        self.box = nn.ModuleList(separable_predictor(c, a * 4, norm, style) for c, a in zip(in_channels, num_anchors))
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 if m.groups == 1:
