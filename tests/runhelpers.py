@@ -5,6 +5,15 @@ import signal
 import subprocess
 import time
 
+from nasx.data.synth import SynthConfig, write_synth_dataset
+
+
+def tiny_synth(tmp_path_factory, *, train: int, val: int, seed: int = 3):
+    """A tiny embedded dataset (64 px images, at most 3 objects each) in a fresh temporary folder."""
+    root = tmp_path_factory.mktemp("synth")
+    write_synth_dataset(root, train=train, val=val, seed=seed, workers=0, config=SynthConfig(size=64, max_objects=3))
+    return root
+
 
 def start_and_kill(cmd, env, log, ready) -> None:
     """Start ``cmd``, SIGKILL it (and its process group: a local Ray cluster too) as soon as

@@ -10,9 +10,8 @@ import pytest
 import torch
 
 from nasx.cli import main
-from nasx.data.synth import SynthConfig, write_synth_dataset
 from nasx.pipelines.adapt import AdaptConfig
-from runhelpers import start_and_kill
+from runhelpers import start_and_kill, tiny_synth
 
 TINY_RUN = ["--width", "0.25", "--input-size", "64", "--seed-steps", "4", "--seed-batch-size", "8", "--crop-size",
             "32", "--batch-size", "2", "--search-steps", "12", "--warmup", "0.25", "--arch-every", "2",
@@ -21,9 +20,7 @@ TINY_RUN = ["--width", "0.25", "--input-size", "64", "--seed-steps", "4", "--see
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synth")
-    write_synth_dataset(root, train=8, val=4, seed=3, workers=0, config=SynthConfig(size=64, max_objects=3))
-    return root
+    return tiny_synth(tmp_path_factory, train=8, val=4)
 
 
 def test_end_to_end_adaptation_survives_sigkill(tiny_data, tmp_path):

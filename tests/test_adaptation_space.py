@@ -5,7 +5,7 @@ import random
 import pytest
 import torch
 
-from nasx.data.synth import SynthConfig, write_synth_dataset
+from runhelpers import tiny_synth
 from nasx.evaluate import count_detector_macs
 from nasx.evaluate.macs_table import supernet_macs_table
 from nasx.models.backbones.mbconv_supernet import MixedOp
@@ -115,9 +115,7 @@ def _tiny_loaders(root):
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synth")
-    write_synth_dataset(root, train=8, val=2, seed=3, workers=0, config=SynthConfig(size=64, max_objects=3))
-    return root
+    return tiny_synth(tmp_path_factory, train=8, val=2)
 
 
 def _search(space, root, state_path, steps=6, cost_lambda=0.2, loss=None):

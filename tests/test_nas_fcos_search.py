@@ -11,22 +11,19 @@ import pytest
 import torch
 
 from nasx.data import synth_dataset
-from nasx.data.synth import SynthConfig, write_synth_dataset
 from nasx.data.transforms import detection_transforms
 from nasx.evaluate.feature_cache import FeatureCache
 from nasx.evaluate.proxy import DecoderProxy, ProxyConfig
 from nasx.spaces.detectors import build_backbone
 from nasx.spaces.nas_fcos import BASELINE, NasFcosArch, NasFcosSpace
-from runhelpers import killed_then_resumed
+from runhelpers import killed_then_resumed, tiny_synth
 
 TINY_BACKBONE = "basicblock_8_1-21-21-21"
 
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synth")
-    write_synth_dataset(root, train=16, val=6, seed=1, workers=0, config=SynthConfig(size=64, max_objects=3))
-    return root
+    return tiny_synth(tmp_path_factory, train=16, val=6, seed=1)
 
 
 def test_cache_equals_a_fresh_backbone_forward(tiny_data, tmp_path):

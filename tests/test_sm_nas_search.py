@@ -8,9 +8,8 @@ import sys
 import pytest
 
 from nasx.cli import main
-from nasx.data.synth import SynthConfig, write_synth_dataset
 from nasx.pipelines.sm_nas import SmNasConfig
-from runhelpers import killed_then_resumed
+from runhelpers import killed_then_resumed, tiny_synth
 
 # Widths 1/8 and 800 x 600 -> 64 x 48 (inputs from 48 x 48 to 112 x 64), two steps per candidate.
 TINY_RUN = ["--width", "0.125", "--input-scale", "0.08", "--short-steps", "2", "--short-batch-size", "4",
@@ -22,9 +21,7 @@ TINY_RUN = ["--width", "0.125", "--input-scale", "0.08", "--short-steps", "2", "
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synth")
-    write_synth_dataset(root, train=8, val=4, seed=3, workers=0, config=SynthConfig(size=64, max_objects=3))
-    return root
+    return tiny_synth(tmp_path_factory, train=8, val=4)
 
 
 def test_end_to_end_search_survives_sigkill(tiny_data, tmp_path):

@@ -7,7 +7,7 @@ import torch
 from nasx.cli import main
 from nasx.commands.train import build_from_meta
 from nasx.data import build_loader, synth_dataset
-from nasx.data.synth import SynthConfig, write_synth_dataset
+from runhelpers import tiny_synth
 from nasx.data.transforms import detection_transforms
 from nasx.evaluate import coco_map, evaluate_detector, predict, voc_ap50
 from nasx.models.detectors import FCOS_SIZE_RANGES
@@ -17,9 +17,7 @@ from nasx.train import CheckpointError, TrainConfig, load_checkpoint, param_grou
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synth")
-    write_synth_dataset(root, train=4, val=4, seed=3, workers=0, config=SynthConfig(size=64, max_objects=3))
-    return root
+    return tiny_synth(tmp_path_factory, train=4, val=4)
 
 
 def _model(seed=0):

@@ -8,7 +8,7 @@ from torch import nn
 
 from nasx.cli import main
 from nasx.data import build_loader, synth_dataset
-from nasx.data.synth import SynthConfig, write_synth_dataset
+from runhelpers import tiny_synth
 from nasx.data.transforms import detection_transforms
 from nasx.evaluate import count_detector_macs, count_params, evaluate_detector
 from nasx.models.detectors.roi_heads import RoIHeads, cascade_settings
@@ -23,9 +23,7 @@ torchvision = pytest.importorskip("torchvision")
 
 @pytest.fixture(scope="module")
 def tiny_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("synth")
-    write_synth_dataset(root, train=4, val=4, seed=3, workers=0, config=SynthConfig(size=64, max_objects=3))
-    return root
+    return tiny_synth(tmp_path_factory, train=4, val=4)
 
 
 def _copy_torchvision_weights(tv: nn.Module, nx: nn.Module) -> None:

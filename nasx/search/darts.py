@@ -29,6 +29,8 @@ from torch import nn
 
 from nasx.atomic import save_torch
 from nasx.progress import Progress
+from nasx.train.checkpoint import load_checkpoint
+from nasx.train.optim import param_groups, warmup_cosine
 
 __all__ = ["DartsConfig", "DartsSearch", "BatchStream"]
 
@@ -115,8 +117,6 @@ class DartsSearch:
         self.model.to(self.device)
         self.state_path = Path(state_path)
         arch_ids = {id(p) for p in supernet.arch_parameters()}
-        from nasx.train.optim import param_groups
-
         # The detection recipe's decay / no-decay groups, without α (Adam below owns it).
         groups = [{**g, "params": [p for p in g["params"] if id(p) not in arch_ids]}
                   for g in param_groups(model, config.weight_decay)]
@@ -139,8 +139,6 @@ class DartsSearch:
                 "config": asdict(self.config)}
 
     def _load(self) -> None:
-        from nasx.train.checkpoint import load_checkpoint
-
         state = load_checkpoint(self.state_path, required_keys=("model", "w_opt", "a_opt", "w_step", "config"))
         if state["config"] != asdict(self.config):
             raise ValueError(f"{self.state_path} was written by a search with other settings ({state['config']}); "
@@ -165,8 +163,6 @@ class DartsSearch:
         cfg = self.config
         g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + self.w_step)
         self.supernet.sample_path(g, uniform=self.w_step < cfg.warmup)
-        from nasx.train.optim import warmup_cosine
-
         for group in self.w_opt.param_groups:
             group["lr"] = cfg.lr * warmup_cosine(self.w_step, cfg.steps, min(100, cfg.steps // 5), 0.001)
         losses = self.loss(self.w_stream.next())
