@@ -2,10 +2,14 @@
 
 Every op is also available as ``torch.ops.nasx.<name>``, has a fake kernel
 (registered next to its wrapper) so it traces under ``torch.compile(fullgraph=True)``,
-and has a plainly written pure-torch reference in ``nasx.ops._reference``.
+and has a plainly written pure-torch reference in ``nasx.ops._reference``. Every
+wrapper compiles with ``torch.jit.script``: the checks TorchScript cannot express sit
+under ``if not torch.jit.is_scripting()``, which TorchScript skips. The ops that replace
+torchvision's take its arguments, in its order, with its defaults
+(``nasx.torchvision_ops`` routes torchvision's to them).
 """
 from nasx.ops.atss_assign import atss_assign
-from nasx.ops.boxes import box_iou, generalized_box_iou
+from nasx.ops.boxes import BOX_FORMATS, box_iou, generalized_box_iou
 from nasx.ops.deform_conv2d import DeformConv2d, deform_conv2d
 from nasx.ops.fcos_targets import fcos_targets, fcos_targets_batched
 from nasx.ops.match_anchors import match_anchors
@@ -16,6 +20,7 @@ from nasx.ops.sigmoid_focal_loss import sigmoid_focal_loss
 
 __all__ = [
     # boxes and suppression
+    "BOX_FORMATS",
     "box_iou",
     "generalized_box_iou",
     "nms",

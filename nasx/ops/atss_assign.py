@@ -2,7 +2,7 @@
 
 Letters: N anchors, G GT boxes. Boxes are (x1, y1, x2, y2) in pixels; memory is O(N + G).
 """
-from typing import Sequence
+from typing import List
 
 import torch
 from torch import Tensor
@@ -13,7 +13,7 @@ __all__ = ["atss_assign"]
 
 
 def atss_assign(
-    anchors: Tensor, num_anchors_per_level: Sequence[int], gt_boxes: Tensor, topk: int = 9
+    anchors: Tensor, num_anchors_per_level: List[int], gt_boxes: Tensor, topk: int = 9
 ) -> tuple[Tensor, Tensor]:
     """Adaptive training sample selection (Zhang et al. 2020), as the authors' code.
 
@@ -28,7 +28,8 @@ def atss_assign(
 
     Args:
         anchors (Tensor[N, 4]): anchor boxes of all levels, concatenated level by level.
-        num_anchors_per_level (list[int]): anchors per level, summing to N.
+        num_anchors_per_level (list[int]): anchors per level, summing to N (any sequence of ints
+            outside TorchScript).
         gt_boxes (Tensor[G, 4]): GT boxes, same device.
         topk (int): candidates per level and GT (9 in the paper, times anchors per location).
 
@@ -36,7 +37,8 @@ def atss_assign(
         (matched Tensor[N] int64, iou Tensor[N]): the assigned GT (-1 for background)
         and the IoU with it (0 for background).
     """
-    return torch.ops.nasx.atss_assign.default(anchors, [int(c) for c in num_anchors_per_level], gt_boxes, int(topk))
+    counts: List[int] = [int(c) for c in num_anchors_per_level]  # any sequence of ints, eagerly
+    return torch.ops.nasx.atss_assign(anchors, counts, gt_boxes, int(topk))
 
 
 # Fake kernel: shapes and dtypes, for torch.compile.

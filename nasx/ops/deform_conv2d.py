@@ -3,36 +3,39 @@
 Legend: N images, C_in / C_out channels, kH x kW kernel (K = kH kW taps),
 G weight groups, O offset groups, H_out x W_out output pixels.
 """
-from __future__ import annotations
-
 import math
+from typing import Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
 from nasx.ops._checks import deform_conv2d_out_shape
+from nasx.ops._quantized import reject_quantized
 
 __all__ = ["deform_conv2d", "DeformConv2d"]
 
 
-def _pair(v, name: str) -> tuple[int, int]:
-    if isinstance(v, int):
-        return v, v
-    v = tuple(v)
-    if len(v) != 2:
-        raise ValueError(f"deform_conv2d: expected {name} to be an int or a pair of ints, got {v}")
-    return int(v[0]), int(v[1])
+def _pair(v: Tuple[int, int], name: str) -> Tuple[int, int]:
+    if torch.jit.is_scripting():  # typed as torchvision's: a pair
+        return v
+    else:
+        if isinstance(v, int):
+            return v, v
+        pair = tuple(v)
+        if len(pair) != 2:
+            raise ValueError(f"deform_conv2d: expected {name} to be an int or a pair of ints, got {v}")
+        return int(pair[0]), int(pair[1])
 
 
 def deform_conv2d(
     input: Tensor,
     offset: Tensor,
     weight: Tensor,
-    bias: Tensor | None = None,
-    stride: int | tuple[int, int] = 1,
-    padding: int | tuple[int, int] = 0,
-    dilation: int | tuple[int, int] = 1,
-    mask: Tensor | None = None,
+    bias: Optional[Tensor] = None,
+    stride: Tuple[int, int] = (1, 1),
+    padding: Tuple[int, int] = (0, 0),
+    dilation: Tuple[int, int] = (1, 1),
+    mask: Optional[Tensor] = None,
 ) -> Tensor:
     """Deformable 2-D convolution, identical to ``torchvision.ops.deform_conv2d``.
 
@@ -52,17 +55,21 @@ def deform_conv2d(
             input belongs to offset group ``c // (C_in / O)``.
         weight (Tensor[C_out, C_in / G, kH, kW]): G = C_in / weight.size(1) weight groups.
         bias (Tensor[C_out], optional).
-        stride, padding, dilation (int or (int, int)).
+        stride, padding, dilation (int or (int, int)); in TorchScript (int, int), as torchvision's.
         mask (Tensor[N, O * K, H_out, W_out], optional): modulation scalars (v2).
 
     Returns:
         Tensor[N, C_out, H_out, W_out] in the dtype of ``input``, with
         ``H_out = (H + 2 pad_h - dil_h (kH - 1) - 1) // stride_h + 1`` (W_out likewise).
     """
+    for name, t in (("input", input), ("offset", offset), ("weight", weight)):
+        reject_quantized("deform_conv2d", name, t)
+    reject_quantized("deform_conv2d", "mask", mask)
+    reject_quantized("deform_conv2d", "bias", bias)
     sh, sw = _pair(stride, "stride")
     ph, pw = _pair(padding, "padding")
     dh, dw = _pair(dilation, "dilation")
-    return torch.ops.nasx.deform_conv2d.default(input, weight, offset, mask, bias, sh, sw, ph, pw, dh, dw)
+    return torch.ops.nasx.deform_conv2d(input, weight, offset, mask, bias, sh, sw, ph, pw, dh, dw)
 
 
 @torch.library.register_fake("nasx::deform_conv2d")

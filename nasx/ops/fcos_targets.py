@@ -3,7 +3,7 @@
 Letters: P points, G GT boxes, B images. Boxes are (x1, y1, x2, y2) in pixels. No P x G
 tensor is built: memory is O(P + G), so images with thousands of GTs work.
 """
-from typing import Optional
+from typing import List, Optional
 
 import torch
 from torch import Tensor
@@ -42,7 +42,7 @@ def fcos_targets(
         (0 for background) and ``sqrt(min(l, r) / max(l, r) * min(t, b) / max(t, b))``
         (0 for background), in the promoted dtype of points and gt_boxes.
     """
-    return torch.ops.nasx.fcos_targets.default(points, strides, size_ranges, gt_boxes, _radius(center_radius))
+    return torch.ops.nasx.fcos_targets(points, strides, size_ranges, gt_boxes, _radius(center_radius))
 
 
 def fcos_targets_batched(
@@ -68,12 +68,12 @@ def fcos_targets_batched(
     """
     if gt_valid.dtype != torch.bool:
         gt_valid = _counts_to_mask(gt_valid, gt_boxes)
-    return torch.ops.nasx.fcos_targets_batched.default(
+    return torch.ops.nasx.fcos_targets_batched(
         points, strides, size_ranges, gt_boxes, gt_valid, _radius(center_radius)
     )
 
 
-def _radius(center_radius):
+def _radius(center_radius: Optional[float]) -> Optional[float]:
     return None if center_radius is None else float(center_radius)
 
 
@@ -87,9 +87,18 @@ def _counts_to_mask(counts: Tensor, gt_boxes: Tensor) -> Tensor:
     if counts.shape[0] != gt_boxes.shape[0]:
         raise ValueError(f"{op}: expected one count per image (B = {gt_boxes.shape[0]}), got shape {list(counts.shape)}")
     g = gt_boxes.shape[1]
-    if not torch.compiler.is_compiling() and counts.numel() and bool(((counts < 0) | (counts > g)).any()):
-        raise ValueError(f"{op}: expected counts in [0, G = {g}], got {counts.tolist()}")
+    if counts.numel() > 0 and _checking_values() and bool(((counts < 0) | (counts > g)).any()):
+        values: List[int] = counts.tolist()
+        raise ValueError(f"{op}: expected counts in [0, G = {g}], got {values}")
     return torch.arange(g, device=counts.device) < counts[:, None].to(counts.device)
+
+
+def _checking_values() -> bool:
+    """Whether a check may read tensor values: not while torch.compile traces (no host sync in a graph)."""
+    if torch.jit.is_scripting():
+        return True
+    else:
+        return not torch.compiler.is_compiling()
 
 
 # Fake kernels: shapes and dtypes, for torch.compile.

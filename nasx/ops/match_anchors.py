@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from nasx.ops._checks import check_boxes
+from nasx.ops._quantized import reject_quantized
 
 __all__ = ["match_anchors"]
 
@@ -38,7 +39,9 @@ def match_anchors(
         anchor's highest IoU over the GTs. With G = 0 every anchor is -1 with IoU 0
         (torchvision raises).
     """
-    return torch.ops.nasx.match_anchors.default(
+    reject_quantized("match_anchors", "anchors", anchors)
+    reject_quantized("match_anchors", "gt_boxes", gt_boxes)
+    return torch.ops.nasx.match_anchors(
         anchors, gt_boxes, float(high_threshold), float(low_threshold), bool(allow_low_quality_matches)
     )
 

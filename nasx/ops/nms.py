@@ -9,6 +9,7 @@ import torch
 from torch import Tensor
 
 from nasx.ops._checks import check_boxes, check_scores, dynamic_length
+from nasx.ops._quantized import nms_operand, reject_quantized
 
 __all__ = ["nms", "batched_nms", "soft_nms"]
 
@@ -24,11 +25,15 @@ def nms(boxes: Tensor, scores: Tensor, iou_threshold: float) -> Tensor:
         scores (Tensor[N]): one score per box, floating point, same device.
         iou_threshold (float): boxes overlapping a kept box by IoU > this are discarded.
 
+    Quantized boxes and scores (``torch.quantize_per_tensor``) are read as torchvision's
+    quantized NMS reads them: by their integer values (IoU and the score order do not
+    depend on the scale and zero point), the IoUs in float32 as there.
+
     Returns:
         Tensor[K] int64: indices of the kept boxes in decreasing score order;
         equal scores keep the lower index first.
     """
-    return torch.ops.nasx.nms.default(boxes, scores, float(iou_threshold))
+    return torch.ops.nasx.nms(nms_operand(boxes), nms_operand(scores), float(iou_threshold))
 
 
 def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: float) -> Tensor:
@@ -44,10 +49,16 @@ def batched_nms(boxes: Tensor, scores: Tensor, idxs: Tensor, iou_threshold: floa
         idxs (Tensor[N]): integer category of each box.
         iou_threshold (float): IoU above which a lower-scoring box of the same category is discarded.
 
+    Quantized boxes and scores are read as :func:`nms` reads them. With no boxes the
+    result is an empty int64 tensor whatever ``scores`` and ``idxs`` are (``None``
+    included), as torchvision's.
+
     Returns:
         Tensor[K] int64: kept indices in decreasing score order (ties: lower index first).
     """
-    return torch.ops.nasx.batched_nms.default(boxes, scores, idxs, float(iou_threshold))
+    if boxes.numel() == 0:  # torchvision returns here without reading scores or idxs
+        return torch.empty((0,), dtype=torch.int64, device=boxes.device)
+    return torch.ops.nasx.batched_nms(nms_operand(boxes), nms_operand(scores), idxs, float(iou_threshold))
 
 
 def soft_nms(
@@ -78,7 +89,9 @@ def soft_nms(
         (Tensor[K] int64, Tensor[K]): kept indices in selection order, and each kept
         box's decayed score at the time it was selected (non-increasing).
     """
-    return torch.ops.nasx.soft_nms.default(
+    reject_quantized("soft_nms", "boxes", boxes)
+    reject_quantized("soft_nms", "scores", scores)
+    return torch.ops.nasx.soft_nms(
         boxes, scores, float(iou_threshold), float(sigma), float(score_threshold), str(method)
     )
 

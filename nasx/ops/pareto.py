@@ -36,7 +36,7 @@ def non_dominated_sort(objectives: Tensor) -> Tensor:
     Returns:
         Tensor[N] int64: the rank of each point, 0 for the first front.
     """
-    return torch.ops.nasx.non_dominated_sort.default(objectives)
+    return torch.ops.nasx.non_dominated_sort(objectives)
 
 
 def crowding_distance(objectives: Tensor, ranks: Tensor) -> Tensor:
@@ -58,7 +58,7 @@ def crowding_distance(objectives: Tensor, ranks: Tensor) -> Tensor:
     Returns:
         Tensor[N]: crowding distance of each point, float64 for float64 input, else float32.
     """
-    return torch.ops.nasx.crowding_distance.default(objectives, ranks)
+    return torch.ops.nasx.crowding_distance(objectives, ranks)
 
 
 def hypervolume(points: Tensor, reference: Tensor) -> float:
@@ -81,7 +81,7 @@ def hypervolume(points: Tensor, reference: Tensor) -> float:
     Returns:
         float: the hypervolume (0.0 when no point dominates the reference).
     """
-    return float(torch.ops.nasx.hypervolume.default(points, reference))
+    return float(torch.ops.nasx.hypervolume(points, reference))
 
 
 def partial_order_prune(
@@ -112,7 +112,7 @@ def partial_order_prune(
     Returns:
         Tensor[K] bool: True where the candidate is pruned.
     """
-    return torch.ops.nasx.partial_order_prune.default(
+    return torch.ops.nasx.partial_order_prune(
         candidates, candidate_cost, evaluated, evaluated_cost, evaluated_acc
     )
 

@@ -3,6 +3,7 @@ import torch
 from torch import Tensor
 
 from nasx.ops._checks import check_focal_loss_args
+from nasx.ops._quantized import reject_quantized
 
 __all__ = ["sigmoid_focal_loss"]
 
@@ -10,25 +11,38 @@ __all__ = ["sigmoid_focal_loss"]
 def sigmoid_focal_loss(
     inputs: Tensor, targets: Tensor, alpha: float = 0.25, gamma: float = 2, reduction: str = "none"
 ) -> Tensor:
-    """Focal loss of binary logits, identical to ``torchvision.ops.sigmoid_focal_loss``.
+    """Focal loss of binary logits: the formula and arguments of ``torchvision.ops.sigmoid_focal_loss``.
 
     ``loss = a_t * BCE(sigmoid(x), t) * (1 - p_t) ** gamma`` with
     ``p_t = p * t + (1 - p) * (1 - t)`` and ``a_t = alpha * t + (1 - alpha) * (1 - t)``.
     One fused pass forward and one backward (torchvision runs ~12 tensor ops each way).
     Differentiable in ``inputs`` and, for soft labels, in ``targets``.
 
+    Not bit-identical to torchvision: the kernel evaluates BCE in its stable form
+    ``(1 - t) x - log_sigmoid(x)`` (one exp, one log1p), torchvision through
+    ``binary_cross_entropy_with_logits``, and the two round differently -- per element by
+    up to ~1e-4 relative where the loss is tiny (confident, correct logits), ~1e-7 relative
+    for the mean or sum. So ``gamma=0, alpha=-1`` agrees with BCE to rounding, not bit for bit.
+    This wrapper adds no rounding of its own: it is ``torch.ops.nasx.sigmoid_focal_loss``
+    with ``alpha`` and ``gamma`` as Python floats.
+
     Args:
         inputs (Tensor[*]): logits, floating point, any shape.
         targets (Tensor[*]): binary (or soft) labels in [0, 1], same shape and device.
-        alpha (float): weight of the positive class in (0, 1); ``alpha < 0`` disables the weighting.
-        gamma (float): focusing exponent, >= 0.
+        alpha (float): weight of the positive class in [0, 1], or -1 for no weighting
+            (other values raise ``ValueError``, as torchvision).
+        gamma (float): focusing exponent, >= 0 (torchvision also takes negative ones).
         reduction (str): ``"none"`` (per element), ``"mean"`` or ``"sum"``.
 
     Returns:
         Tensor: the loss, shaped like ``inputs`` for ``"none"``, else a scalar, in the promoted
         dtype of the inputs (float16/bfloat16 computed in float32; ``"mean"`` of nothing is NaN).
     """
-    return torch.ops.nasx.sigmoid_focal_loss.default(inputs, targets, float(alpha), float(gamma), str(reduction))
+    if alpha == alpha and not (0 <= alpha <= 1) and alpha != -1:  # NaN: the kernel's own message
+        raise ValueError(f"sigmoid_focal_loss: expected alpha in [0, 1] or -1 (no weighting), got {alpha}")
+    reject_quantized("sigmoid_focal_loss", "inputs", inputs)
+    reject_quantized("sigmoid_focal_loss", "targets", targets)
+    return torch.ops.nasx.sigmoid_focal_loss(inputs, targets, float(alpha), float(gamma), str(reduction))
 
 
 @torch.library.register_fake("nasx::sigmoid_focal_loss")
