@@ -21,15 +21,17 @@ from nasx.models.detectors.two_stage import TwoStageDetector
 from nasx.models.heads.fcos_head import FCOSHead
 from nasx.models.heads.retina_head import RetinaHead
 from nasx.models.heads.roi_box_head import BoxPredictor, TwoFCHead
+from nasx.models.heads.separable_head import SeparableRetinaHead
 from nasx.models.heads.ssdlite_head import HEAD_STYLES, SSDLiteHead
 from nasx.models.necks import FPN, SSDLiteExtra
 from nasx.models.necks.fpn import sm_nas_fpn_levels
+from nasx.models.necks.fpnlite import FPNLite
 from nasx.spaces.mbconv import NAMED as MB_NAMED, MBConvEncoding
 from nasx.spaces.residual import ResidualEncoding
 
-__all__ = ["DETECTORS", "build_backbone", "build_cascade_rcnn", "build_detector", "build_faster_rcnn", "build_fcos",
-           "build_from_spec", "build_nas_fcos", "build_retinanet", "build_ssdlite",
-           "ssdlite_on"]
+__all__ = ["DETECTORS", "FPNLITE_MOBILENET_V2", "build_backbone", "build_cascade_rcnn", "build_detector",
+           "build_faster_rcnn", "build_fcos", "build_fpnlite", "build_from_spec", "build_nas_fcos", "build_retinanet",
+           "build_ssdlite", "fpnlite_anchors", "ssdlite_on"]
 
 RPN_KINDS = ("rpn", "ga")
 
@@ -129,6 +131,64 @@ def ssdlite_on(features: nn.Module, *, num_classes: int, norm: str = "bn",
     return SSDLite(backbone=features, neck=neck, head=head, box_generator=boxes, num_classes=num_classes, **kwargs)
 
 
+# TF FPNLite's MobileNetV2 (ssd_mobilenet_v2_fpn_keras with use_depthwise): its last 1x1 conv has 256
+# channels instead of 1280 (the feature extractor's "modified mobilenet config"), which is most of
+# why the whole detector is smaller than MobileNetV2 itself.
+FPNLITE_MOBILENET_V2 = MB_NAMED["mobilenet_v2"].rsplit("_", 1)[0] + "_256"
+
+
+def fpnlite_anchors() -> AnchorGenerator:
+    """FPNLite's anchors, TF's ``multiscale_anchor_generator`` (levels 3-7, ``anchor_scale`` 4, aspect
+    ratios 1, 2, 1/2, 2 scales per octave): sizes 32-512 px on P3-P7, scales 1 and sqrt(2), 6 per location."""
+    return AnchorGenerator(sizes=(32, 64, 128, 256, 512), strides=(8, 16, 32, 64, 128), scales=(1.0, 2 ** 0.5),
+                           aspect_ratios=(0.5, 1.0, 2.0))
+
+
+def build_fpnlite(*, backbone: str, num_classes: int, neck_width: int | None = None, neck_blocks=None,
+                  head_convs: int = 4, norm: str = "bn", neck_norm: str = "gn", share_tower: bool = True,
+                  fpn_channels: int | None = None, **kwargs) -> RetinaNet:
+    """FPNLite (TF's ``ssd_mobilenet_v2_fpnlite_320x320``: "a mobile version of RetinaNet"), or NAS-EOD's
+    detector when ``neck_blocks`` are given: the backbone's C3-C5, :class:`~nasx.models.necks.fpnlite.FPNLite`
+    ``neck_width`` wide (default 128, TF's; P3-P7; P6, P7 by stride-2 separable convs from P5), the
+    weight-shared separable head :class:`~nasx.models.heads.separable_head.SeparableRetinaHead`
+    (``head_convs`` tower convs, one tower for boxes and classes), 6 anchors per location
+    (:func:`fpnlite_anchors`), sigmoid focal loss.
+
+    ``neck_blocks``: None for TF's FPNLite (sum merges); else NAS-EOD's searched neck: one MBConv block
+    per level in top-down order (P5, P4, P3), each as text ``k<k>e<e>[se]`` or ``(kernel, expansion,
+    se)``, with concat merges (see :mod:`nasx.models.necks.fpnlite`). ``norm`` is the backbone's norm,
+    ``neck_norm`` the neck's and head's (GN as NAS-EOD's poster; TF uses BN, same parameter count).
+    ``fpn_channels`` is another name of ``neck_width`` (the flag ``nasx info`` / ``nasx train`` give every
+    detector). Other keyword arguments go to :class:`RetinaNet` (losses, thresholds; nasx's RetinaNet defaults).
+
+    Published sizes (NAS-EOD's table): MobileNetV2-FPNLite 2.0M parameters / 1.5B "FLOPs" at @64 and
+    2.2M / 2.0B at @128, FLOPs being 2 x MACs. With ``backbone=FPNLITE_MOBILENET_V2``, ``neck_width`` 64 or
+    128 and TF's 91 class slots (COCO's 90 + background) this builds 2.00M / 0.72 GMACs and 2.17M / 0.94
+    GMACs at 320 x 320: parameters to the count, MACs 5-6 % below the rounded published figures (see
+    ``tests/test_published_costs.py``).
+    """
+    from nasx.spaces.nas_eod import parse_layer
+
+    if fpn_channels is not None and neck_width is not None and fpn_channels != neck_width:
+        raise ValueError(f"fpnlite: fpn_channels ({fpn_channels}) and neck_width ({neck_width}) name the same width; "
+                         "give one")
+    neck_width = neck_width or fpn_channels or 128   # TF's 320x320 model: 128
+    trunk = build_backbone(backbone, norm=norm)
+    blocks = None
+    if neck_blocks is not None:
+        blocks = []
+        for b in neck_blocks:
+            layer = parse_layer(b) if isinstance(b, str) else b
+            blocks.append((layer.kernel, layer.expansion, layer.se) if hasattr(layer, "kernel") else tuple(layer))
+    neck = FPNLite(in_channels={n: trunk.channels[n] for n in ("c3", "c4", "c5")}, out_channels=neck_width,
+                   extra_levels=2, norm=neck_norm, blocks=blocks)
+    anchors = fpnlite_anchors()
+    head = SeparableRetinaHead(in_channels=neck_width, num_anchors=anchors.num_anchors, num_classes=num_classes,
+                               num_levels=len(neck.out_names), num_convs=head_convs, norm=neck_norm,
+                               share_tower=share_tower)
+    return RetinaNet(backbone=trunk, neck=neck, head=head, anchor_generator=anchors, num_classes=num_classes, **kwargs)
+
+
 def build_nas_fcos(*, backbone: str, num_classes: int, arch: str = "baseline", fpn_channels: int = 64,
                    norm: str = "gn", decoder_norm: str = "gn", **kwargs) -> FCOS:
     """FCOS with a NAS-FCOS decoder: ``arch`` (the text of a
@@ -215,7 +275,8 @@ def build_cascade_rcnn(*, backbone: str, num_classes: int, cascade_stages: int =
 
 
 DETECTORS: dict[str, Callable[..., nn.Module]] = {"fcos": build_fcos, "retinanet": build_retinanet,
-                                                  "ssdlite": build_ssdlite, "nas_fcos": build_nas_fcos,
+                                                  "ssdlite": build_ssdlite, "fpnlite": build_fpnlite,
+                                                  "nas_fcos": build_nas_fcos,
                                                   "faster_rcnn": build_faster_rcnn,
                                                   "cascade_rcnn": build_cascade_rcnn}
 
