@@ -29,6 +29,9 @@ PIPELINES = {
     "sm-nas": Pipeline("nasx.pipelines.sm_nas", "SmNasConfig", "run_sm_nas", "format_summary",
                        "SM-NAS: structural then modular evolutionary multi-objective search with partial-order "
                        "pruning, every candidate trained from scratch"),
+    "nas-eod": Pipeline("nasx.pipelines.nas_eod", "NasEodConfig", "run_nas_eod", "format_summary",
+                        "NAS-EOD: backbone and neck searched together by an LSTM controller + PPO under "
+                        "λc·Lc + λr·Lr + Lat(m), latency from a look-up table"),
     "adapt": Pipeline("nasx.pipelines.adapt", "AdaptConfig", "run_adapt", "format_summary",
                       "network adaptation (FNA): a MobileNetV2 seed adapted to SSDLite by DARTS with parameter "
                       "remapping"),

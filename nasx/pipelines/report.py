@@ -63,10 +63,11 @@ def pareto_plot(run: RunDir, rows: Sequence[Mapping], *, marked: Optional[Mappin
 def format_table(rows: Mapping[str, Mapping], *, first: str = "model", extra: Sequence[tuple[str, str]] = ()) -> str:
     """One line per named summary (:func:`row_summary`): mAP, AP50, GMACs, params, latency, and
     ``extra`` columns given as (header, key)."""
-    head = f"{first:<10} {'mAP':>6} {'AP50':>6} {'GMACs':>7} {'params':>8} {'latency ms':>10}"
+    width = max([10, len(first), *(len(name) for name in rows)])
+    head = f"{first:<{width}} {'mAP':>6} {'AP50':>6} {'GMACs':>7} {'params':>8} {'latency ms':>10}"
     lines = [head + "".join(f" {h:>{max(len(h), 8)}}" for h, _ in extra)]
     for name, r in rows.items():
-        line = (f"{name:<10} {r['map']:>6.3f} {r['ap50']:>6.3f} {r['macs'] / 1e9:>7.3f} {r['params'] / 1e6:>7.3f}M "
+        line = (f"{name:<{width}} {r['map']:>6.3f} {r['ap50']:>6.3f} {r['macs'] / 1e9:>7.3f} {r['params'] / 1e6:>7.3f}M "
                 f"{r['latency_ms']:>10.2f}")
         lines.append(line + "".join(f" {r[k]:>{max(len(h), 8)}.3f}" for h, k in extra))
     return "\n".join(lines)

@@ -1,0 +1,153 @@
+"""NAS-EOD's evaluator: short training from scratch, then the multi-objective reward
+−(λc·Lc + λr·Lr + Lat(m)) (:func:`~nasx.evaluate.eod_reward.eod_reward`) with Lc, Lr the detector's
+classification and regression losses on held-out images and Lat(m) from the latency look-up table
+(:class:`~nasx.evaluate.latency_table.LatencyTable`) — no candidate is timed during the search.
+
+Named baselines (``"baseline:<name>"``: whole detectors outside the space, e.g. MobileNetV2-FPNLite)
+are trained and scored the same way, but timed (the table covers only the space's parts).
+
+A plain picklable ``encoding -> dict`` callable, so it runs inline, in processes or on Ray.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Mapping, Optional
+
+import torch
+
+from nasx.evaluate.eod_reward import LATENCY_FORMS, eod_reward
+from nasx.evaluate.short_train import ShortTrainConfig, ShortTrainEvaluator
+
+__all__ = ["EodRewardConfig", "NasEodEvaluator"]
+
+BASELINE_PREFIX = "baseline:"
+
+
+@dataclass
+class EodRewardConfig:
+    """The reward's settings (nasx's choices; the poster gives only the sum): T (``target_latency_ms``),
+    λc, λr, β and the latency term's form (see :func:`~nasx.evaluate.eod_reward.latency_term`)."""
+
+    target_latency_ms: Optional[float] = None
+    lambda_c: float = 1.0
+    lambda_r: float = 1.0
+    beta: float = 1.0
+    form: str = "hinge"
+
+    def __post_init__(self):
+        if self.target_latency_ms is not None and not self.target_latency_ms > 0:
+            raise ValueError(f"target_latency_ms must be > 0, got {self.target_latency_ms}")
+        if self.form not in LATENCY_FORMS:
+            raise ValueError(f"latency form must be one of {LATENCY_FORMS}, got {self.form!r}")
+        if min(self.lambda_c, self.lambda_r, self.beta) < 0:
+            raise ValueError(f"lambda_c, lambda_r and beta must be >= 0, got {self.lambda_c}, {self.lambda_r}, "
+                             f"{self.beta}")
+
+
+class NasEodEvaluator(ShortTrainEvaluator):
+    """``evaluator(encoding) -> {"status": "ok", "reward", "cls_loss", "reg_loss", "latency_ms",
+    "latency_source" ("lut" | "measured"), "map", "ap50", "macs", "params", "s_per_step", "seconds",
+    "input_size"}``.
+
+    Args:
+        data: dataset directory (COCO layout). space: a :class:`~nasx.spaces.nas_eod.NasEodSpace`.
+        table: the :class:`LatencyTable` (or its ``to_dict()``) of ``space`` on the target device.
+        baselines: name -> (build spec, (H, W)) of the named baselines.
+        reward: :class:`EodRewardConfig` with its target latency set.
+        config: the short training (:class:`ShortTrainConfig`; its ``latency`` flag is ignored:
+            candidates are predicted, baselines measured). device, threads: as ShortTrainEvaluator.
+    """
+
+    def __init__(self, data, *, space, table, baselines: Mapping[str, tuple], reward: EodRewardConfig,
+                 config: ShortTrainConfig = ShortTrainConfig(), device: str = "cpu", threads: Optional[int] = None):
+        super().__init__(data, space=space, config=config, device=device, threads=threads)
+        if reward.target_latency_ms is None:
+            raise ValueError("NasEodEvaluator: the reward needs a target latency (EodRewardConfig.target_latency_ms)")
+        self.table = table if isinstance(table, dict) else table.to_dict()
+        self.baselines = {name: (dict(spec), tuple(size)) for name, (spec, size) in baselines.items()}
+        self.reward = reward
+
+    def spec_of(self, encoding: str) -> tuple[dict, tuple[int, int], bool]:
+        """(build spec, input size, is a baseline) of an encoding."""
+        if encoding.startswith(BASELINE_PREFIX):
+            name = encoding[len(BASELINE_PREFIX):]
+            if name not in self.baselines:
+                raise ValueError(f"NasEodEvaluator: unknown baseline {name!r}; known: {sorted(self.baselines)}")
+            spec, size = self.baselines[name]
+            return spec, size, True
+        spec, size = self.space.spec(self.space.decode(encoding))
+        return spec, size, False
+
+    @staticmethod
+    @torch.no_grad()
+    def held_out_losses(model, loader, device) -> dict:
+        """Mean training losses on held-out batches (training-mode forward, so the losses are the ones
+        the detector minimises; BN statistics are neither used from the running averages nor updated)."""
+        from nasx.train.loop import move_batch
+
+        norms = [m for m in model.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        momenta = [m.momentum for m in norms]
+        for m in norms:
+            m.momentum = 0.0
+        model.train()
+        sums, n = {}, 0
+        try:
+            for batch in loader:
+                losses = model(*move_batch(batch, device))
+                for k, v in losses.items():
+                    sums[k] = sums.get(k, 0.0) + float(v) * batch.images.shape[0]
+                n += batch.images.shape[0]
+        finally:
+            for m, mom in zip(norms, momenta):
+                m.momentum = mom
+            model.eval()
+        return {k: v / max(n, 1) for k, v in sums.items()}
+
+    def __call__(self, encoding) -> dict:
+        from nasx.data import build_loader
+        from nasx.evaluate.coco_eval import evaluate_detector
+        from nasx.evaluate.cost import count_detector_macs, count_params, measure_latency
+        from nasx.evaluate.latency_table import LatencyTable
+        from nasx.spaces.detectors import build_from_spec
+        from nasx.train import TrainConfig, train
+        from nasx.train.optim import optimizer_settings
+
+        start = time.perf_counter()
+        if self.threads is not None:
+            torch.set_num_threads(self.threads)
+        cfg = self.config
+        encoding = encoding if isinstance(encoding, str) else self.space.encode(encoding)
+        spec, size, is_baseline = self.spec_of(encoding)
+        train_set, val_set = self.datasets(size)
+        torch.manual_seed(cfg.seed)
+        model = build_from_spec(spec)
+        loader = build_loader(train_set, cfg.batch_size, shuffle=True, seed=cfg.seed,
+                              drop_last=len(train_set) >= cfg.batch_size)
+        settings = optimizer_settings(cfg.optimizer, cfg.lr)
+        result = train(model, loader, TrainConfig(epochs=10 ** 6, max_steps=cfg.steps, optimizer=cfg.optimizer,
+                                                  warmup_steps=min(100, int(cfg.steps * cfg.warmup)),
+                                                  checkpoint_every=10 ** 9, **settings),
+                       device=self.device, progress=False)
+        n_val = len(val_set) if cfg.val_images == 0 else min(cfg.val_images, len(val_set))
+        subset = torch.utils.data.Subset(val_set, range(n_val))
+        metrics = evaluate_detector(model, val_set, build_loader(subset, 16), device=self.device)
+        # Held-out losses need the targets in the same resized frame as training: the val transform.
+        losses = self.held_out_losses(model, build_loader(subset, 16), self.device)
+        model.cpu()
+        if is_baseline:
+            latency = measure_latency(model, torch.rand(1, 3, *size), device=self.device, warmup=2,
+                                      repeats=cfg.latency_repeats).median_ms
+            source = "measured"
+        else:
+            latency, source = LatencyTable.from_dict(self.table).predict(encoding), "lut"
+        r = self.reward
+        reward = eod_reward(losses["cls"], losses["reg"], latency, target_ms=r.target_latency_ms, lambda_c=r.lambda_c,
+                            lambda_r=r.lambda_r, beta=r.beta, form=r.form)
+        return {"status": "ok", "reward": reward, "cls_loss": losses["cls"], "reg_loss": losses["reg"],
+                "latency_ms": latency, "latency_source": source, "map": metrics["AP"], "ap50": metrics["AP50"],
+                "params": count_params(model), "macs": count_detector_macs(model, size).total,
+                "input_size": list(size), "s_per_step": result["seconds"] / max(result["steps"], 1),
+                "train_loss": sum(result["final_losses"].values()) if result.get("final_losses") else math.nan,
+                "seconds": time.perf_counter() - start}

@@ -1,0 +1,306 @@
+"""NAS-EOD end to end (seed 000, a poster; nasx's choices where it is silent, see the README): the
+run behind ``nasx search nas-eod`` and ``make demo-nas-eod``.
+
+Its own stages, on the shared kit (run directory, search loop, retrain-and-score, report):
+
+1. **lut** — the latency look-up table of the space on the run's device, measured once
+   (``latency_table.json``), and its check: predicted against measured latency of sampled whole
+   detectors (Kendall tau, mean error).
+2. **baselines** — MobileNetV2-SSDLite and MobileNetV2-FPNLite at each neck width, in the space's
+   terms (width, input, head), trained and scored like the candidates; unless ``--target-latency-ms``
+   is given, the target latency T is the measured latency of the narrowest FPNLite.
+3. **search** — the LSTM controller + PPO (:class:`~nasx.search.ControllerStrategy`) on the kit's
+   loop over :class:`~nasx.spaces.nas_eod.NasEodSpace` (backbone and neck together); each candidate
+   is trained from scratch for a few steps (:class:`~nasx.evaluate.eod_evaluator.NasEodEvaluator`)
+   and rewarded by −(λc·Lc + λr·Lr + Lat(m)), Lat from the table.
+4. **retrain** — the baselines and the top-k by reward, the same steps from scratch; scored by
+   COCO mAP / AP50, MACs, params and *measured* latency (with the table's prediction beside it).
+5. **report** — ``report.json``, ``pareto.png`` (latency vs mAP, baselines marked), ``report.html``.
+
+Killed at any point (SIGKILL included), the same command resumes: the table from its file, finished
+candidates from ``results.jsonl``, the controller from its state, finished stages skipped.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+import torch
+
+from nasx.evaluate.eod_evaluator import BASELINE_PREFIX, EodRewardConfig
+from nasx.evaluate.eod_reward import LATENCY_FORMS
+from nasx.evaluate.short_train import ShortTrainConfig
+from nasx.pipelines.html_report import write_html_report
+from nasx.pipelines.report import format_table, pareto_plot, publish_best, row_summary, write_report
+from nasx.pipelines.retrain import Candidate, retrain_and_score
+from nasx.pipelines.rundir import RunDir
+from nasx.pipelines.run_settings import RESUMABLE, RunSettings, opt
+from nasx.pipelines.tensorboard import RunLog
+from nasx.pipelines.training import TrainRecipe
+
+__all__ = ["NasEodConfig", "format_summary", "run_nas_eod"]
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class NasEodConfig(RunSettings):
+    """The settings of a NAS-EOD run; each field is a flag of ``nasx search nas-eod``."""
+
+    width: float = field(default=1.0, metadata=opt("channel multiplier of the backbone and the neck (0.5 on a CPU)"))
+    input_size: int = field(default=320, metadata=opt("square input side in pixels (the poster: 320)"))
+    neck_widths: tuple[int, ...] = field(default=(64, 128), metadata=opt(
+        "neck widths searched, before --width (the poster's @64 and @128)"))
+    head_convs: int = field(default=4, metadata=opt("separable convs of the shared head tower (TF's FPNLite: 4)"))
+    target_latency_ms: Optional[float] = field(default=None, metadata=opt(
+        "T of the latency term (none: the measured latency of MobileNetV2-FPNLite at the smallest neck width, the "
+        "baseline to beat)", metavar="T"))
+    lambda_c: float = field(default=1.0, metadata=opt("λc, weight of the held-out classification loss"))
+    lambda_r: float = field(default=1.0, metadata=opt("λr, weight of the held-out regression loss"))
+    latency_beta: float = field(default=1.0, metadata=opt("β, weight of the latency term"))
+    latency_form: str = field(default="hinge", metadata=opt("the latency term: hinge β·max(0, lat/T − 1) or "
+                                                            "linear β·lat/T", choices=LATENCY_FORMS))
+    short: ShortTrainConfig = field(default_factory=ShortTrainConfig,
+                                    metadata=opt("the short training every candidate gets"))
+    lut_repeats: int = field(default=20, metadata=opt("timed sweeps of the latency look-up table"))
+    lut_check: int = field(default=30, metadata=opt("sampled detectors timed whole to check the table"))
+    round_size: int = field(default=4, metadata=opt("architectures per round (per PPO update)"))
+    min_archs: int = field(default=20, metadata=opt("architectures searched even past the budget"))
+    max_archs: Optional[int] = field(default=None, metadata=opt("stop the search after this many architectures"))
+    top_k: int = field(default=3, metadata=opt("searched detectors retrained (the baselines are too)"))
+    retrain_steps: int = field(default=400, metadata=opt("steps of the final training from scratch"))
+    seed: int = field(default=0, metadata=opt("seed of the controller and the training"))
+
+    def __post_init__(self):
+        super().__post_init__()
+        if isinstance(self.short, dict):
+            self.short = ShortTrainConfig(**self.short)
+        EodRewardConfig(self.target_latency_ms, self.lambda_c, self.lambda_r, self.latency_beta, self.latency_form)
+        self.neck_widths = tuple(int(w) for w in self.neck_widths)
+        if not self.width > 0:
+            raise ValueError(f"width must be > 0, got {self.width}")
+        for name in ("input_size", "lut_repeats", "round_size", "min_archs", "top_k", "retrain_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.lut_check < 2:
+            raise ValueError(f"lut_check must be >= 2 (a rank correlation needs pairs), got {self.lut_check}")
+
+
+class _NasEod:
+    """One run; each stage method is idempotent (see the module docstring)."""
+
+    def __init__(self, cfg: NasEodConfig):
+        from nasx.atomic import read_json
+        from nasx.search import ResultsLog
+        from nasx.spaces.nas_eod import NasEodSpace
+
+        self.cfg = cfg
+        self.run = RunDir(cfg.out, pipeline="nas-eod", config=cfg, resumable=RESUMABLE)
+        self.results = ResultsLog(self.run.path("results.jsonl"))
+        self.runlog = RunLog(self.run.path("tb"), enabled=False)
+        ann = Path(cfg.data, "annotations", "instances_train.json")
+        if not ann.exists():
+            raise ValueError(f"--data {cfg.data}: no {ann}; make a dataset with `nasx data synth --out DIR`")
+        num_classes = len(read_json(ann)["categories"])
+        self.space = NasEodSpace(width=cfg.width, input_size=cfg.input_size, neck_widths=cfg.neck_widths,
+                                 num_classes=num_classes, head_convs=cfg.head_convs)
+        self.recipe = TrainRecipe(batch_size=cfg.short.batch_size, optimizer=cfg.short.optimizer, lr=cfg.short.lr,
+                                  seed=cfg.seed, device=cfg.device, warmup=cfg.short.warmup, progress=cfg.progress)
+
+    def baselines(self) -> dict:
+        """name -> (build spec, (H, W)): MobileNetV2-FPNLite at each neck width and MobileNetV2-SSDLite."""
+        from nasx.spaces.mbconv import MBConvEncoding
+
+        out = {f"MobileNetV2-FPNLite@{w}": self.space.baseline_spec(w) for w in self.space.neck_widths}
+        ssdlite = {"detector": "ssdlite", "backbone": str(MBConvEncoding.parse("mobilenet_v2").scaled(self.cfg.width)),
+                   "num_classes": self.space.num_classes}
+        out["MobileNetV2-SSDLite"] = (ssdlite, self.space.input_size)
+        return out
+
+    # -- 1. latency table ----------------------------------------------------------------------
+    def stage_lut(self):
+        from nasx.atomic import read_json, write_json
+        from nasx.evaluate.latency_table import LatencyTable
+
+        cfg, run = self.cfg, self.run
+        path = run.path("latency_table.json")
+        if path.exists():
+            table = LatencyTable.from_dict(read_json(path))
+        else:
+            log.info("[1/5] latency look-up table of the space on %s (%d sweeps)", cfg.device, cfg.lut_repeats)
+            table = LatencyTable.measure(self.space, cfg.device, cfg.lut_repeats, seed=cfg.seed)
+            write_json(path, table.to_dict())
+        check = run.done("lut")
+        if check is None:
+            log.info("[1/5] checking the table on %d sampled detectors timed whole", cfg.lut_check)
+            check = run.mark_done("lut", table.validate(self.space, n=cfg.lut_check, rng=cfg.seed))
+            log.info("      Kendall tau %.2f, mean error %.1f %%", check["kendall_tau"], check["mean_abs_pct_error"])
+        return table, check
+
+    # -- 2. baselines --------------------------------------------------------------------------
+    def reward(self, target_ms: float) -> EodRewardConfig:
+        cfg = self.cfg
+        return EodRewardConfig(target_ms, cfg.lambda_c, cfg.lambda_r, cfg.latency_beta, cfg.latency_form)
+
+    def evaluator(self, table, target_ms: float):
+        from nasx.evaluate.eod_evaluator import NasEodEvaluator
+
+        return NasEodEvaluator(self.cfg.data, space=self.space, table=table, baselines=self.baselines(),
+                               reward=self.reward(target_ms), config=self.cfg.short, device=self.cfg.device)
+
+    def target_ms(self) -> float:
+        """T: the flag, or the measured latency of the narrowest MobileNetV2-FPNLite (measured once)."""
+        from nasx.evaluate.cost import measure_latency
+        from nasx.spaces.detectors import build_from_spec
+
+        if self.cfg.target_latency_ms is not None:
+            return self.cfg.target_latency_ms
+        done = self.run.done("target")
+        if done is None:
+            spec, size = self.space.baseline_spec(self.space.neck_widths[0])
+            ms = measure_latency(build_from_spec(spec), torch.rand(1, 3, *size), device=self.cfg.device, warmup=3,
+                                 repeats=20).median_ms
+            done = self.run.mark_done("target", {"target_latency_ms": ms, "from": f"MobileNetV2-FPNLite@"
+                                                                                  f"{self.space.neck_widths[0]}"})
+        return done["target_latency_ms"]
+
+    def stage_baselines(self, workers, evaluator) -> dict:
+        todo = [BASELINE_PREFIX + name for name in self.baselines() if BASELINE_PREFIX + name not in self.results]
+        if todo:
+            log.info("[2/5] baselines: %s", ", ".join(t[len(BASELINE_PREFIX):] for t in todo))
+        for i, out in workers.map_unordered(evaluator, todo):
+            self.runlog.candidate(self.results.append({"encoding": todo[i], "source": "baseline", "round": -1,
+                                                       **out}))
+        return {name: self.results.get(BASELINE_PREFIX + name) for name in self.baselines()}
+
+    # -- 3. search -----------------------------------------------------------------------------
+    def retrain_seconds(self, baselines: dict) -> float:
+        """The final training: baselines + top-k at the slowest measured step, plus scoring."""
+        steps = [r["s_per_step"] for r in self.results if r.get("status") == "ok" and r.get("s_per_step")]
+        if not steps:
+            return self.run.clock.budget_seconds / 3
+        n = len(baselines) + self.cfg.top_k
+        return n * (self.cfg.retrain_steps * max(steps) * 1.1 + 20)
+
+    def stage_search(self, workers, evaluator, baselines: dict) -> dict:
+        from nasx.search import ControllerStrategy, run_search
+
+        cfg, run = self.cfg, self.run
+        summary = run.done("search")
+        if summary is None:
+            def time_left() -> float:
+                return run.clock.left() - self.retrain_seconds(baselines)
+
+            log.info("[3/5] search: LSTM controller + PPO over backbone and neck, %.1f min left for it, at least %d "
+                     "architectures", max(time_left(), 0) / 60, cfg.min_archs)
+            out = run_search(ControllerStrategy(self.space, seed=cfg.seed), evaluator, self.results,
+                             state_path=run.path("search_state.pt"), round_size=cfg.round_size, workers=workers,
+                             time_left=time_left, max_evaluations=cfg.max_archs, min_evaluations=cfg.min_archs,
+                             progress=cfg.progress, on_round=lambda e: (run.clock.save(), self.runlog.round(e)),
+                             on_record=self.runlog.candidate)
+            summary = run.mark_done("search", {k: out[k] for k in ("rounds", "evaluated", "stopped")})
+        return summary
+
+    # -- 4. retrain ----------------------------------------------------------------------------
+    def stage_retrain(self, table, baselines: dict) -> list[dict]:
+        from nasx.search import best_records
+
+        specs = self.baselines()
+        candidates = [Candidate(name, BASELINE_PREFIX + name, specs[name][0],
+                                {"reward": r["reward"], "short_map": r["map"], "predicted_ms": None})
+                      for name, r in baselines.items() if r and r.get("status") == "ok"]
+        for i, r in enumerate(best_records(self.results, self.cfg.top_k, source="search")):
+            candidates.append(Candidate(f"top{i + 1}", r["encoding"], self.space.spec(r["encoding"])[0],
+                                        {"reward": r["reward"], "short_map": r["map"],
+                                         "predicted_ms": table.predict(r["encoding"])}))
+        from nasx.data import coco_layout_dataset
+        from nasx.data.transforms import detection_transforms
+
+        s = self.cfg.input_size
+        train_set = coco_layout_dataset(self.cfg.data, "train", transforms=detection_transforms(True, s, s))
+        val_set = coco_layout_dataset(self.cfg.data, "val", transforms=detection_transforms(False, s, s))
+        log.info("[4/5] retraining %d detectors for %d steps each", len(candidates), self.cfg.retrain_steps)
+        return retrain_and_score(self.run, candidates, train_set=train_set, val_set=val_set,
+                                 steps=self.cfg.retrain_steps, recipe=self.recipe, input_size=self.space.input_size,
+                                 meta={"size": s}, runlog=self.runlog)
+
+    # -- 5. report -----------------------------------------------------------------------------
+    def stage_report(self, check: dict, target_ms: float, summary: dict, rows: list[dict]) -> dict:
+        from nasx.evaluate.rank import kendall_tau
+
+        extra = ("reward", "short_map", "predicted_ms")
+        base = {r["name"]: r for r in rows if not r["name"].startswith("top")}
+        searched = [r for r in rows if r["name"].startswith("top")]
+        best = max(searched, key=lambda r: (r["map"], -r["latency_ms"])) if searched else None
+        fpn_small = base.get(f"MobileNetV2-FPNLite@{self.space.neck_widths[0]}")
+        records = [r for r in self.results if r.get("source") == "search"]
+        ranked = [r for r in rows if "SSDLite" not in r["name"]]
+        report = write_report(self.run, {
+            "baselines": {n: row_summary(r, extra) for n, r in base.items()},
+            "best": None if best is None else dict(row_summary(best, extra), neck_width=self.space.decode(
+                best["encoding"])["neck.width"]),
+            "beats_fpnlite": None if best is None or fpn_small is None else
+            bool(best["map"] > fpn_small["map"] and best["latency_ms"] <= fpn_small["latency_ms"]),
+            "retrained": [dict(row_summary(r, extra), name=r["name"]) for r in rows],
+            # SSDLite's losses are SSD's (softmax, hard negatives), not comparable rewards: FPNLite-family rows only
+            "kendall_tau": kendall_tau([r["reward"] for r in ranked], [r["map"] for r in ranked]),
+            "kendall_tau_n": len(ranked), "target_latency_ms": target_ms, "reward": vars(self.reward(target_ms)),
+            "lut": {k: check[k] for k in ("kendall_tau", "spearman", "mean_abs_pct_error", "n", "device", "threads")},
+            "searched": len(records), "evaluated": len(records),
+            "failed": sum(1 for r in records if r.get("status") != "ok"),
+            "rounds": summary["rounds"], "stopped": summary["stopped"], "strategy": "ppo",
+            "flops_note": "the poster's FLOPs (B) are 2 x MACs; nasx reports MACs"})
+        if best is not None:
+            publish_best(self.run, best)
+        pareto_plot(self.run, rows, marked={n: r for n, r in base.items()}, cost="latency_ms",
+                    title=f"NAS-EOD on {Path(self.cfg.data).name}: {self.cfg.retrain_steps} steps from scratch")
+        return report
+
+
+def format_summary(report: dict) -> str:
+    """The baselines-vs-best table ``nasx search nas-eod`` ends with."""
+    rows = dict(report["baselines"])
+    if report.get("best"):
+        rows["searched"] = report["best"]
+    lines = [format_table(rows, first="model", extra=[("reward", "reward")])]
+    lut = report["lut"]
+    lines.append(f"searched {report['searched']} architectures ({report['failed']} failed); target latency "
+                 f"{report['target_latency_ms']:.1f} ms; latency table: Kendall tau {lut['kendall_tau']:.2f}, "
+                 f"mean error {lut['mean_abs_pct_error']:.1f} % over {lut['n']}; reward vs retrained mAP: Kendall "
+                 f"tau {report['kendall_tau']:.2f} over {report['kendall_tau_n']}")
+    if report.get("beats_fpnlite") is not None:
+        lines.append(f"searched beats MobileNetV2-FPNLite at the smallest neck width (more mAP, no more latency): "
+                     f"{'yes' if report['beats_fpnlite'] else 'no'}")
+    lines.append(f"{report['seconds'] / 60:.1f} min")
+    return "\n".join(lines)
+
+
+def run_nas_eod(cfg: NasEodConfig) -> dict:
+    """Run (or resume) the whole pipeline; returns the report."""
+    from nasx.search import make_workers
+    from nasx.search.workers import check_backend
+
+    check_backend(cfg.backend)
+    torch.manual_seed(cfg.seed)
+    nas = _NasEod(cfg)
+    nas.run.freeze_config()
+    nas.runlog = RunLog(nas.run.path("tb"), enabled=cfg.tensorboard)
+    try:
+        table, check = nas.stage_lut()
+        target = nas.target_ms()
+        evaluator = nas.evaluator(table, target)
+        with make_workers(cfg.workers, backend=cfg.backend, ray_address=cfg.ray_address) as workers:
+            baselines = nas.stage_baselines(workers, evaluator)
+            nas.run.reached("baselines")
+            summary = nas.stage_search(workers, evaluator, baselines)
+        rows = nas.stage_retrain(table, baselines)
+        nas.run.reached("retrain", {"retrained": len(rows)})
+        report = nas.stage_report(check, target, summary, rows)
+        nas.run.reached("report")
+        write_html_report(nas.run.root)
+    finally:
+        nas.runlog.close()
+    return report

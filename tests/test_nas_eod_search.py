@@ -1,0 +1,65 @@
+"""The NAS-EOD pipeline end to end on tiny data: killed with SIGKILL in the search and resumed, its
+report, plot and stage markers; a changed setting refused. (The space, FPNLite and the latency
+table: tests/test_nas_eod_space.py, tests/test_fpnlite.py, tests/test_latency_table.py.)"""
+import json
+import os
+import sys
+
+import pytest
+
+from nasx.cli import main
+from nasx.evaluate.eod_evaluator import EodRewardConfig
+from nasx.pipelines.nas_eod import NasEodConfig
+from runhelpers import killed_then_resumed, tiny_synth
+
+TINY_RUN = ["--width", "0.25", "--input-size", "64", "--neck-widths", "64", "--head-convs", "1", "--short-steps", "2",
+            "--short-batch-size", "4", "--short-val-images", "4", "--short-latency-repeats", "2", "--lut-repeats", "2",
+            "--lut-check", "3", "--round-size", "2", "--min-archs", "4", "--max-archs", "4", "--top-k", "2",
+            "--retrain-steps", "2", "--budget-minutes", "30", "--no-tensorboard", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory):
+    return tiny_synth(tmp_path_factory, train=8, val=4)
+
+
+def test_end_to_end_search_survives_sigkill(tiny_data, tmp_path):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "nasx", "search", "nas-eod", "--data", str(tiny_data), "--out", str(out), *TINY_RUN]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    # killed in the search: after the two baselines and the first searched architecture
+    before, records = killed_then_resumed(cmd, out, env, tmp_path / "stderr.txt", min_records=3)
+    sources = [r["source"] for r in records]
+    assert sources.count("baseline") == 2 and sources.count("search") == 4
+    searched = [r for r in records if r["source"] == "search"]
+    assert all(r["latency_source"] == "lut" and {"reward", "cls_loss", "reg_loss", "map"} <= set(r) for r in searched)
+    assert all(r["latency_source"] == "measured" for r in records if r["source"] == "baseline")
+
+    report = json.loads((out / "report.json").read_text())
+    assert set(report["baselines"]) == {"MobileNetV2-FPNLite@16", "MobileNetV2-SSDLite"}
+    assert report["best"]["arch"].startswith("mb") and report["target_latency_ms"] > 0
+    assert report["lut"]["n"] == 3 and -1 <= report["lut"]["kendall_tau"] <= 1
+    assert [r["name"] for r in report["retrained"]][-2:] == ["top1", "top2"]
+    assert all(r["latency_ms"] > 0 for r in report["retrained"])
+    assert (out / "latency_table.json").is_file() and (out / "pareto.png").stat().st_size > 0
+    assert (out / "report.html").is_file() and (out / "best.json").is_file()
+    assert sorted(s.stem for s in (out / "stages").glob("*.json")) == ["baselines", "lut", "report", "retrain",
+                                                                       "search", "target"]
+    assert main(["search", "nas-eod", "--data", str(tiny_data), "--out", str(out),
+                 *[v if v != "0.25" else "0.5" for v in TINY_RUN]]) == 1
+
+
+def test_config_checks():
+    with pytest.raises(ValueError, match="latency form"):
+        NasEodConfig(data="d", out="o", latency_form="square")
+    with pytest.raises(ValueError, match="target_latency_ms"):
+        NasEodConfig(data="d", out="o", target_latency_ms=0)
+    with pytest.raises(ValueError, match="lut_check"):
+        NasEodConfig(data="d", out="o", lut_check=1)
+    with pytest.raises(ValueError, match=">= 0"):
+        EodRewardConfig(10.0, beta=-1)
+
+
+def test_missing_dataset_is_named(tmp_path, capsys):
+    assert main(["search", "nas-eod", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "r"), *TINY_RUN]) == 1
+    assert "nasx data synth" in capsys.readouterr().err
