@@ -67,6 +67,8 @@ def test_config_checks():
         AdaptConfig(data="d", out="o", warmup=1.0)
     with pytest.raises(ValueError, match="input_size"):
         AdaptConfig(data="d", out="o", input_size=16)
+    with pytest.raises(ValueError, match="seed_task"):
+        AdaptConfig(data="d", out="o", seed_task="imagenet")
     assert AdaptConfig(data="d", out="o", layers=[4, 4, 4, 4, 4, 1]).layers == (4, 4, 4, 4, 4, 1)
 
 

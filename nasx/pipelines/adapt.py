@@ -4,9 +4,10 @@ and ``make demo-adapt``.
 
 Its own stages, on the shared kit (run directory, budget clock, retrain-and-score, report):
 
-1. **seed** — MobileNetV2 (``width``) trained here as a classifier on the training set's object
-   crops (:class:`~nasx.data.crops.ObjectCrops`), since ImageNet weights cannot be downloaded:
-   the paper adapts a classification network. Cached in ``RUN/seed/``.
+1. **seed** — MobileNetV2 (``width``) trained here, since ImageNet weights cannot be downloaded:
+   as a classifier on the training set's object crops (:class:`~nasx.data.crops.ObjectCrops`; the
+   paper adapts a classification network) or, with ``seed_task="ssdlite"``, as MobileNetV2-SSDLite
+   on the training images (a stronger seed when the budget is minutes). Cached in ``RUN/seed/``.
 2. **search** — the super network (:class:`~nasx.spaces.adaptation.AdaptationSpace`: stages of
    4/4/4/4/4/1 layers, k {3, 5, 7} x e {3, 6} and ``skip``) inside SSDLite, every candidate op
    remapped from the same seed layer (:func:`~nasx.models.backbones.remap.remap_supernet`); DARTS
@@ -43,13 +44,14 @@ from nasx.pipelines.retrain import Candidate, retrain_and_score
 from nasx.pipelines.rundir import RunDir
 from nasx.pipelines.run_settings import RESUMABLE, RunSettings, opt
 from nasx.pipelines.tensorboard import RunLog
-from nasx.pipelines.training import TrainRecipe
+from nasx.pipelines.training import TrainRecipe, train_steps
 
 __all__ = ["AdaptConfig", "format_summary", "run_adapt"]
 
 log = logging.getLogger(__name__)
 
 SPLIT_SEED = 520  # FNA's tools/divide_dataset.py
+SEED_TASKS = ("classifier", "ssdlite")
 
 
 @dataclass
@@ -61,9 +63,14 @@ class AdaptConfig(RunSettings):
     input_size: int = field(default=320, metadata=opt("SSDLite's square input side in pixels (FNA: 320)"))
     layers: tuple[int, ...] = field(default=(4, 4, 4, 4, 4, 1), metadata=opt(
         "layers per searchable stage of the super network (FNA: 4 4 4 4 4 1)"))
-    seed_steps: int = field(default=2000, metadata=opt("steps of the seed classifier's training on object crops"))
-    seed_batch_size: int = field(default=128, metadata=opt("crops per step of the seed's training"))
-    crop_size: int = field(default=64, metadata=opt("side of the seed's object crops in pixels"))
+    seed_task: str = field(default="classifier", metadata=opt(
+        "what the seed is trained as: a classifier on object crops (FNA adapts an ImageNet classifier), or an "
+        "SSDLite on the training images (a stronger seed for a short run)", choices=SEED_TASKS))
+    seed_steps: int = field(default=2000, metadata=opt("steps of the seed's training"))
+    seed_batch_size: int = field(default=128, metadata=opt("crops per step of the seed classifier's training (an "
+                                                           "SSDLite seed trains with --batch-size)"))
+    crop_size: int = field(default=64, metadata=opt("side of the seed classifier's object crops in pixels"))
+    seed_lr: float = field(default=5e-3, metadata=opt("AdamW learning rate of the seed classifier"))
     batch_size: int = field(default=16, metadata=opt("images per step of the search and the adaptation"))
     search_steps: int = field(default=3000, metadata=opt("weight steps of the search (architecture steps on top)"))
     warmup: float = field(default=0.3, metadata=opt("share of the search's weight steps before α is updated "
@@ -95,6 +102,8 @@ class AdaptConfig(RunSettings):
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 <= self.warmup < 1:
             raise ValueError(f"warmup must be in [0, 1), got {self.warmup}")
+        if self.seed_task not in SEED_TASKS:
+            raise ValueError(f"seed_task must be one of {SEED_TASKS}, got {self.seed_task!r}")
         if not 0 < self.search_share <= 1:
             raise ValueError(f"search_share must be in (0, 1], got {self.search_share}")
 
@@ -135,7 +144,10 @@ class _Adapt:
                           enc.stages[-1].channels, num_classes=self.num_classes)
 
     def stage_seed(self):
-        """The seed classifier (trained, or read back); returns ``(backbone, summary)``."""
+        """The seed (trained, or read back); returns ``(backbone, summary)``."""
+        return self.seed_ssdlite() if self.cfg.seed_task == "ssdlite" else self.seed_from_crops()
+
+    def seed_from_crops(self):
         from nasx.data import coco_layout_dataset
         from nasx.data.crops import ObjectCrops
         from nasx.evaluate import count_params
@@ -153,14 +165,33 @@ class _Adapt:
         crops = ObjectCrops(coco_layout_dataset(cfg.data, "train"), size=cfg.crop_size)
         val = ObjectCrops(coco_layout_dataset(cfg.data, "val"), size=cfg.crop_size, train=False)
         result = train_classifier(model, crops, steps=cfg.seed_steps, batch_size=cfg.seed_batch_size,
-                                  lr=cfg.lr or 2e-3, device=cfg.device, seed=cfg.seed, out_dir=run.path("seed"),
+                                  lr=cfg.seed_lr, device=cfg.device, seed=cfg.seed, out_dir=run.path("seed"),
                                   progress=cfg.progress, checkpoint_every=max(50, cfg.seed_steps // 5))
         top1 = evaluate_classifier(model, val, device=cfg.device)
         log.info("      seed top-1 on %d val crops: %.3f", len(val), top1)
-        summary = run.mark_done("seed", {"arch": str(self.space.seed_encoding), "top1": top1, "train_crops": len(crops),
-                                         "val_crops": len(val), "steps": result["steps"],
+        summary = run.mark_done("seed", {"task": "classifier", "arch": str(self.space.seed_encoding), "top1": top1,
+                                         "train_crops": len(crops), "val_crops": len(val), "steps": result["steps"],
                                          "params": count_params(model.backbone), "final_loss": result["final_loss"]})
         return model.cpu().backbone, summary
+
+    def seed_ssdlite(self):
+        """The seed trained as MobileNetV2-SSDLite on the training images; its backbone is the seed."""
+        from nasx.evaluate import count_params
+        from nasx.spaces.detectors import build_from_spec
+
+        cfg = self.cfg
+        arch = str(self.space.seed_encoding)
+        spec = self.space.detector_spec(arch, self.num_classes)
+        torch.manual_seed(cfg.seed)
+        model = build_from_spec(spec)
+        if self.run.done("seed") is None:
+            log.info("[1/4] seed: %s as SSDLite on the training images, %d steps", arch, cfg.seed_steps)
+        result = train_steps(model, self.datasets()[0], steps=cfg.seed_steps, out_dir=self.run.path("seed"),
+                             recipe=self.recipe, meta={"build": spec, "stage": "seed"}, on_checkpoint=self.run.clock.tick)
+        summary = self.run.reached("seed", {"task": "ssdlite", "arch": arch, "top1": None, "steps": result["steps"],
+                                            "params": count_params(model.backbone.backbone),
+                                            "final_loss": sum(result["final_losses"].values())})
+        return model.cpu().backbone.backbone, summary
 
     # -- 2. search -----------------------------------------------------------------------------
     def adapt_seconds(self, train_set) -> float:
@@ -306,7 +337,8 @@ class _Adapt:
                         "remap_gain": rem["map"] - rnd["map"], "vs_seed": rem["map"] - sd["map"],
                         "macs_ratio_to_seed": rem["macs"] / sd["macs"], "steps": self.cfg.adapt_steps}
         report = {"pipeline": "adapt",
-                  "seed": {"arch": seed["arch"], "classifier_top1": seed["top1"], "params": seed["params"],
+                  "seed": {"arch": seed["arch"], "task": seed["task"], "classifier_top1": seed["top1"],
+                           "params": seed["params"],
                            "ssdlite": summary(by.get("seed"))},
                   "derived": summary(by["remapped"]),
                   "ablation": ablation,
@@ -364,7 +396,9 @@ def alphas_plot(path, op_names, history: list[dict], *, title: str = "") -> None
 def format_summary(report: dict) -> str:
     """The table ``nasx search adapt`` prints at the end."""
     rows = {r["init"]: r for r in report["adapted"]}
-    lines = [f"seed {report['seed']['arch']}: classifier top-1 {report['seed']['classifier_top1']:.3f}",
+    seed = report["seed"]
+    lines = [f"seed {seed['arch']}: " + (f"classifier top-1 {seed['classifier_top1']:.3f}" if seed["task"] == "classifier"
+                                         else "trained as SSDLite"),
              f"derived {report['derived']['arch']}",
              f"search: {report['search']['weight_steps']} weight + {report['search']['arch_steps']} architecture steps "
              f"in {report['search']['seconds'] / 60:.1f} min ({report['search']['stopped']})",
