@@ -9,15 +9,19 @@ TORCH_PKGS ?= torch==2.14.1 torchvision==0.29.1
 BUILD_PKGS := numpy pybind11 scikit-build-core 'cmake>=4' ninja
 # nasx's runtime dependencies beyond torch and numpy (pyproject.toml `dependencies`).
 RUNTIME_PKGS := scipy matplotlib pycocotools Pillow
-# Test and benchmark peers, and the optional Ray backend and TensorBoard logs (pyproject's extras) so their tests run.
-TEST_PKGS := pytest hypothesis moocore pymoo 'ray>=2.9' tensorboard
+# Test and benchmark peers, and the optional Ray backend, TensorBoard logs and ONNX export (pyproject's extras)
+# so their tests run.
+TEST_PKGS := pytest hypothesis moocore pymoo 'ray>=2.9' tensorboard 'onnx>=1.16' 'onnxscript>=0.5' 'onnxruntime>=1.25'
 DEPS := $(VENV)/.nasx-deps
+# OpenMP threads that spin while they wait steal the working threads' cores on a shared machine
+# (a 10x slower training step measured on a loaded 2-core CPU); passive waiting costs nothing when it is quiet.
+export OMP_WAIT_POLICY ?= PASSIVE
 
 # A second environment with the CPU-only torch build, to prove nasx builds without CUDA.
 CPU_VENV ?= .venv-cpu-torch
 CPU_TORCH ?= torch==2.13.0
 
-.PHONY: demo demo-sm-nas test install bench test-cpu-torch clean
+.PHONY: demo demo-sm-nas demo-adapt demo-nas-eod test install bench test-cpu-torch clean
 
 $(DEPS): Makefile pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -46,6 +50,23 @@ demo-sm-nas: install
 		--short-val-images 100 --short-macs-rois 32 --stage1-min 7 --stage1-share 0.3 --retrain-steps 150 --retrain-top 2 \
 		$(DEMO_ARGS)
 
+# Network adaptation (FNA) end to end: a MobileNetV2 x0.5 seed (trained as SSDLite: a classifier seed needs more
+# than minutes from scratch) adapted to SSDLite at 128 x 128 on the embedded dataset.
+ADAPT_OUT ?= runs/demo-adapt
+demo-adapt: install
+	@test -f $(DEMO_DATA)/annotations/instances_val.json || $(BIN)/nasx data synth --out $(DEMO_DATA)
+	$(BIN)/nasx search adapt --data $(DEMO_DATA) --out $(ADAPT_OUT) --budget-minutes 14 \
+		--width 0.5 --input-size 128 --seed-task ssdlite --seed-steps 400 --search-steps 500 --adapt-steps 300 \
+		$(DEMO_ARGS)
+
+# NAS-EOD end to end: backbone x0.5 + FPNLite neck @32 / @64 at 128 x 128 on the embedded dataset.
+EOD_OUT ?= runs/demo-nas-eod
+demo-nas-eod: install
+	@test -f $(DEMO_DATA)/annotations/instances_val.json || $(BIN)/nasx data synth --out $(DEMO_DATA)
+	$(BIN)/nasx search nas-eod --data $(DEMO_DATA) --out $(EOD_OUT) --budget-minutes 14 --workers 2 \
+		--width 0.5 --input-size 128 --head-convs 2 --short-steps 60 --short-batch-size 16 --short-val-images 100 \
+		--lut-repeats 10 --lut-check 30 --min-archs 20 --top-k 2 --retrain-steps 200 $(DEMO_ARGS)
+
 test: install
 	$(BIN)/pytest
 
@@ -57,6 +78,8 @@ bench: install
 	$(BIN)/python benchmarks/bench_data.py
 	$(BIN)/python benchmarks/bench_train.py
 	$(BIN)/python benchmarks/bench_two_stage.py
+	$(BIN)/python benchmarks/bench_supernet.py
+	$(BIN)/python benchmarks/bench_torchvision_switch.py
 
 test-cpu-torch:
 	@test -x $(CPU_VENV)/bin/python || $(PYTHON) -m venv $(CPU_VENV)

@@ -127,7 +127,8 @@ def _search(space, root, state_path, steps=6, cost_lambda=0.2, loss=None):
     detector = space.build_super_detector(num_classes=num_classes)
     table, fixed = supernet_macs_table(detector, (64, 64))
     detector.backbone.set_macs_table(table, fixed)
-    cfg = DartsConfig(steps=steps, warmup=2, arch_every=2, checkpoint_every=2, cost_lambda=cost_lambda, arch_lr=0.05)
+    cfg = DartsConfig(steps=steps, warmup=2, arch_every=2, checkpoint_every=2, cost_lambda=cost_lambda, arch_lr=0.05,
+                      min_arch_steps=1)
     loss = loss or (lambda batch: detector(*move_batch(batch, "cpu")))
     return DartsSearch(detector, detector.backbone, loss, weight_loader=w, arch_loader=a, config=cfg,
                        state_path=state_path)

@@ -76,6 +76,7 @@ class AdaptConfig(RunSettings):
     warmup: float = field(default=0.3, metadata=opt("share of the search's weight steps before α is updated "
                                                      "(paths sampled uniformly)"))
     arch_every: int = field(default=5, metadata=opt("weight steps per architecture step (FNA's SSDLite: 5)"))
+    min_arch_steps: int = field(default=20, metadata=opt("architecture steps taken even past the budget"))
     arch_lr: float = field(default=3e-3, metadata=opt("Adam learning rate of α (FNA: 3e-4 over 30 epochs)"))
     cost_lambda: float = field(default=0.2, metadata=opt("λ of the cost term λ·log_τ(MACs) (seed 003: 0.2; 0: off)",
                                                          flag="--lambda"))
@@ -243,7 +244,8 @@ class _Adapt:
                                 drop_last=True) for idx in (order[:half], order[half:])]
         darts = DartsConfig(steps=cfg.search_steps, warmup=int(cfg.warmup * cfg.search_steps),
                             checkpoint_every=min(50, max(1, cfg.search_steps // 10)),
-                            arch_every=cfg.arch_every, lr=self.recipe.lr, weight_decay=self.recipe.weight_decay,
+                            arch_every=cfg.arch_every, min_arch_steps=cfg.min_arch_steps, lr=self.recipe.lr,
+                            weight_decay=self.recipe.weight_decay,
                             arch_lr=cfg.arch_lr, cost_lambda=cfg.cost_lambda, cost_base=cfg.tau, seed=cfg.seed)
         device = cfg.device
         search = DartsSearch(detector, supernet, lambda batch: detector(*move_batch(batch, device)),

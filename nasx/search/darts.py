@@ -42,7 +42,9 @@ class DartsConfig:
     lr / weight_decay: the weights' AdamW. arch_lr, arch_betas, arch_weight_decay: α's Adam (FNA:
     3e-4, (0.5, 0.999), 1e-3; a short search needs a larger rate to move α at all). cost_lambda,
     cost_base: λ and τ of λ · log_τ(MACs) (seed 003: 0.2, 10; 0 switches the cost term off).
-    grad_clip: max gradient norm of the weights and of α. checkpoint_every: weight steps."""
+    grad_clip: max gradient norm of the weights and of α. checkpoint_every: weight steps.
+    min_arch_steps: architecture steps taken even past the budget (a search stopped before α moved
+    would derive its random initialisation)."""
 
     steps: int = 500
     warmup: int = 150
@@ -56,10 +58,13 @@ class DartsConfig:
     cost_base: float = 10.0
     grad_clip: float = 10.0
     checkpoint_every: int = 50
+    min_arch_steps: int = 20
     seed: int = 0
 
     def __post_init__(self):
         self.arch_betas = tuple(self.arch_betas)
+        if self.min_arch_steps < 0:
+            raise ValueError(f"DartsConfig: min_arch_steps must be >= 0, got {self.min_arch_steps}")
         if self.steps < 1 or self.arch_every < 1 or self.checkpoint_every < 1:
             raise ValueError(f"DartsConfig: steps, arch_every and checkpoint_every must be >= 1, got {self.steps}, "
                              f"{self.arch_every} and {self.checkpoint_every}")
@@ -205,14 +210,16 @@ class DartsSearch:
     def run(self, *, time_left: Optional[Callable[[], float]] = None, progress: bool = True,
             on_checkpoint: Optional[Callable[[int], None]] = None) -> dict:
         """Alternate weight and architecture steps until ``config.steps`` weight steps (or until
-        ``time_left()`` drops to 0 after the warm-up: the search then ends early, ``stopped="budget"``)."""
+        ``time_left()`` drops to 0 after the warm-up and ``min_arch_steps``: the search then ends early,
+        ``stopped="budget"``)."""
         cfg = self.config
         self.model.train()
         bar = Progress(cfg.steps, "DARTS", unit="step", initial=self.w_step, enabled=progress)
         stopped, start = "steps", time.perf_counter() - self.seconds
         try:
             while self.w_step < cfg.steps:
-                if time_left is not None and self.w_step >= cfg.warmup and time_left() <= 0:
+                if (time_left is not None and self.w_step >= cfg.warmup and self.a_step >= cfg.min_arch_steps
+                        and time_left() <= 0):
                     stopped = "budget"
                     break
                 stats = self.weight_step()
