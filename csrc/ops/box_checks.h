@@ -8,6 +8,8 @@
 
 #include <cmath>
 
+#include "ops/checks.h"
+
 namespace nasx::ops {
 
 inline void check_boxes(const at::Tensor& boxes, const char* op, const char* name) {
@@ -34,12 +36,6 @@ inline void check_idxs(const at::Tensor& idxs, const at::Tensor& boxes, const ch
                     ", got shape ", idxs.sizes());
 }
 
-inline void check_same_device(const at::Tensor& a, const char* a_name, const at::Tensor& b,
-                              const char* b_name, const char* op) {
-  TORCH_CHECK_VALUE(a.device() == b.device(), op, ": expected all tensors on one device, got ", a_name,
-                    " on ", a.device(), " and ", b_name, " on ", b.device());
-}
-
 inline void check_threshold(double value, const char* name, const char* op) {
   TORCH_CHECK_VALUE(!std::isnan(value), op, ": ", name, " must be a number, got nan");
 }
@@ -61,11 +57,6 @@ inline void check_nms_inputs(const at::Tensor& boxes, const at::Tensor& scores, 
     check_idxs(*idxs, boxes, op);
     check_same_device(boxes, "boxes", *idxs, "idxs", op);
   }
-}
-
-// float16/bfloat16 boxes are computed in float32: pixel-box areas overflow float16.
-inline at::ScalarType compute_dtype(at::ScalarType t) {
-  return t == at::kDouble ? at::kDouble : at::kFloat;
 }
 
 }  // namespace nasx::ops

@@ -34,8 +34,8 @@ inline DeformConvShape deform_conv2d_shape(const at::Tensor& input, const at::Te
   check_dim(input, 4, op, "input", "[N, C_in, H, W]");
   check_dim(weight, 4, op, "weight", "[C_out, C_in / groups, kH, kW]");
   check_dim(offset, 4, op, "offset", "[N, 2 * offset_groups * kH * kW, H_out, W_out]");
-  check_device(input, "input", weight, "weight", op);
-  check_device(input, "input", offset, "offset", op);
+  check_same_device(input, "input", weight, "weight", op);
+  check_same_device(input, "input", offset, "offset", op);
   check_positive(stride_h, op, "stride_h");
   check_positive(stride_w, op, "stride_w");
   check_positive(dil_h, op, "dilation_h");
@@ -75,7 +75,7 @@ inline DeformConvShape deform_conv2d_shape(const at::Tensor& input, const at::Te
   s.use_mask = mask.has_value() && mask->defined();
   if (s.use_mask) {
     check_float(*mask, op, "mask");
-    check_device(input, "input", *mask, "mask", op);
+    check_same_device(input, "input", *mask, "mask", op);
     TORCH_CHECK_VALUE(mask->dim() == 4 && mask->size(0) == s.batch && mask->size(1) == s.offset_groups * s.taps() &&
                           mask->size(2) == s.out_h && mask->size(3) == s.out_w,
                       op, ": expected mask of shape [", s.batch, ", ", s.offset_groups * s.taps(), ", ", s.out_h, ", ",
@@ -83,7 +83,7 @@ inline DeformConvShape deform_conv2d_shape(const at::Tensor& input, const at::Te
   }
   if (bias.has_value() && bias->defined()) {
     check_float(*bias, op, "bias");
-    check_device(input, "input", *bias, "bias", op);
+    check_same_device(input, "input", *bias, "bias", op);
     TORCH_CHECK_VALUE(bias->dim() == 1 && bias->size(0) == s.out_ch, op, ": expected bias of shape [", s.out_ch,
                       "], got shape ", bias->sizes());
   }

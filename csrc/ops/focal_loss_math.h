@@ -16,7 +16,7 @@
 #include <cstdint>
 #include <type_traits>
 
-#include "ops/box_math.h"  // NASX_HD
+#include "ops/hd.h"
 
 // Always inlined on the host: the CPU kernel's loops only vectorise with the whole
 // element computation in their body, and GCC stops inlining at this size otherwise.
@@ -27,16 +27,6 @@
 #endif
 
 namespace nasx::ops {
-
-enum class Reduction { None, Mean, Sum };
-
-inline Reduction parse_reduction(c10::string_view r, const char* op) {
-  if (r == "none") return Reduction::None;
-  if (r == "mean") return Reduction::Mean;
-  if (r == "sum") return Reduction::Sum;
-  TORCH_CHECK_VALUE(false, op, ": expected reduction \"none\", \"mean\" or \"sum\", got \"", std::string(r), "\"");
-  return Reduction::None;
-}
 
 // c ? a : b. On the host as a bit mask, which GCC vectorises where it would keep a
 // branch for the ternary (it does not if-convert floating-point compares that may trap).

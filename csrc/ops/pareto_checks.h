@@ -7,17 +7,9 @@
 
 #include <cmath>
 
+#include "ops/checks.h"
+
 namespace nasx::ops {
-
-inline void check_float(const at::Tensor& t, const char* op, const char* name) {
-  TORCH_CHECK_TYPE(t.is_floating_point(), op, ": expected ", name,
-                   " to be a floating-point tensor (float16, bfloat16, float32 or float64), got ", t.scalar_type());
-}
-
-inline void check_integer(const at::Tensor& t, const char* op, const char* name) {
-  TORCH_CHECK_TYPE(!t.is_floating_point() && !t.is_complex() && t.scalar_type() != at::kBool, op, ": expected ",
-                   name, " to be an integer tensor, got ", t.scalar_type());
-}
 
 // objectives [N, M], M >= 1.
 inline void check_objectives(const at::Tensor& t, const char* op, const char* name) {
@@ -29,12 +21,6 @@ inline void check_objectives(const at::Tensor& t, const char* op, const char* na
 inline void check_vector(const at::Tensor& t, int64_t n, const char* op, const char* name, const char* n_means) {
   TORCH_CHECK_VALUE(t.dim() == 1 && t.size(0) == n, op, ": expected ", name, " of shape [", n_means, "] = [", n,
                     "], got shape ", t.sizes());
-}
-
-inline void check_same_device(const at::Tensor& a, const char* a_name, const at::Tensor& b, const char* b_name,
-                              const char* op) {
-  TORCH_CHECK_VALUE(a.device() == b.device(), op, ": expected all tensors on one device, got ", a_name, " on ",
-                    a.device(), " and ", b_name, " on ", b.device());
 }
 
 // hypervolume(points [N, M], reference [M]) on every backend. NaN is checked where
@@ -56,7 +42,5 @@ inline void check_no_nan(const at::Tensor& t, const char* op, const char* name) 
                     " contains NaN; Pareto ops need ordered values (drop or replace NaN rows first)");
 }
 
-// float16/bfloat16 are compared in float32 (exactly: every half value is a float).
-inline at::ScalarType pareto_dtype(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
 
 }  // namespace nasx::ops

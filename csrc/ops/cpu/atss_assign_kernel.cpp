@@ -29,19 +29,16 @@ struct Positive {
 
 std::tuple<at::Tensor, at::Tensor> atss_assign_cpu(const at::Tensor& anchors_in, at::IntArrayRef per_level,
                                                    const at::Tensor& gt_in, int64_t topk) {
-  const char* op = "atss_assign";
-  check_atss_inputs(anchors_in, per_level, gt_in, topk, op);
-  const auto out_dtype = at::promote_types(anchors_in.scalar_type(), gt_in.scalar_type());
-  const auto dtype = compute_dtype(out_dtype);
-  const auto anchors = anchors_in.to(dtype).contiguous();
-  const auto gts = gt_in.to(dtype).contiguous();
-  const int64_t n = anchors.size(0), m = gts.size(0);
+  const auto in = prepare_atss_assign(anchors_in, per_level, gt_in, topk);
+  const auto& anchors = in.anchors;
+  const auto& gts = in.gts;
+  const int64_t n = in.n, m = in.m;
+  if (n == 0 || m == 0) return in.background();
   auto matched = at::full({n}, -1, anchors.options().dtype(at::kLong));
   auto assigned_iou = at::zeros({n}, anchors.options());
-  if (n == 0 || m == 0) return {matched, assigned_iou.to(out_dtype)};
   std::vector<int64_t> level_begin(per_level.size() + 1, 0);
   for (size_t l = 0; l < per_level.size(); ++l) level_begin[l + 1] = level_begin[l] + per_level[l];
-  AT_DISPATCH_FLOATING_TYPES(dtype, "atss_assign", [&] {
+  AT_DISPATCH_FLOATING_TYPES(in.dtype, "atss_assign", [&] {
     using T = scalar_t;
     const T* pa = anchors.const_data_ptr<T>();
     const T* pg = gts.const_data_ptr<T>();
@@ -110,7 +107,7 @@ std::tuple<at::Tensor, at::Tensor> atss_assign_cpu(const at::Tensor& anchors_in,
       }
     }
   });
-  return {matched, assigned_iou.scalar_type() == out_dtype ? assigned_iou : assigned_iou.to(out_dtype)};
+  return in.result(matched, assigned_iou);
 }
 
 }  // namespace

@@ -89,7 +89,7 @@ at::Tensor crowding_distance_cpu(const at::Tensor& objectives_in, const at::Tens
       cd[i] = size <= 2 ? std::numeric_limits<double>::infinity() : pairwise_sum(&terms[i * m], m, 1) / m;
     }
   }
-  return out.to(pareto_dtype(objectives_in.scalar_type()));
+  return out.to(compute_dtype(objectives_in.scalar_type()));
 }
 
 }  // namespace

@@ -43,7 +43,7 @@ Prepared prepare(const at::Tensor& input, const at::Tensor& weight, const at::Te
                  int64_t stride_w, int64_t pad_h, int64_t pad_w, int64_t dil_h, int64_t dil_w, const char* op) {
   Prepared p;
   p.s = deform_conv2d_shape(input, weight, offset, mask, bias, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, op);
-  const auto dtype = feature_compute_dtype(input.scalar_type());
+  const auto dtype = compute_dtype(input.scalar_type());
   p.input = input.to(dtype).contiguous();
   p.weight = weight.to(dtype).contiguous();
   p.offset = offset.to(dtype).contiguous();

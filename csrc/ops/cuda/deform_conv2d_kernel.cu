@@ -148,7 +148,7 @@ Prepared prepare(const at::Tensor& input, const at::Tensor& weight, const at::Te
                  int64_t stride_w, int64_t pad_h, int64_t pad_w, int64_t dil_h, int64_t dil_w, const char* op) {
   Prepared p;
   p.s = deform_conv2d_shape(input, weight, offset, mask, bias, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, op);
-  const auto dtype = feature_compute_dtype(input.scalar_type());
+  const auto dtype = compute_dtype(input.scalar_type());
   p.input = input.to(dtype).contiguous();
   p.weight = weight.to(dtype).contiguous();
   p.offset = offset.to(dtype).contiguous();
@@ -217,7 +217,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> deform_co
                           dil_h, dil_w, op);
   const auto& s = pr.s;
   check_float(grad_in, op, "grad");
-  check_device(input_in, "input", grad_in, "grad", op);
+  check_same_device(input_in, "input", grad_in, "grad", op);
   TORCH_CHECK_VALUE(grad_in.dim() == 4 && grad_in.size(0) == s.batch && grad_in.size(1) == s.out_ch &&
                         grad_in.size(2) == s.out_h && grad_in.size(3) == s.out_w,
                     op, ": expected grad of shape [", s.batch, ", ", s.out_ch, ", ", s.out_h, ", ", s.out_w,

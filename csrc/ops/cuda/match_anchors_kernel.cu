@@ -105,27 +105,20 @@ __global__ void match_kernel(const T* __restrict__ anchors, const T* __restrict_
 std::tuple<at::Tensor, at::Tensor> match_anchors_cuda(const at::Tensor& anchors_in, const at::Tensor& gt_in,
                                                       double high_threshold, double low_threshold,
                                                       bool allow_low_quality_matches) {
-  const char* op = "match_anchors";
-  check_match_inputs(anchors_in, gt_in, high_threshold, low_threshold, op);
   c10::cuda::CUDAGuard guard(anchors_in.device());
-  const auto out_dtype = at::promote_types(anchors_in.scalar_type(), gt_in.scalar_type());
-  const auto dtype = compute_dtype(out_dtype);
-  const auto anchors = anchors_in.to(dtype).contiguous();
-  const auto gts = gt_in.to(dtype).contiguous();
-  const int64_t n = anchors.size(0), m = gts.size(0);
+  const auto in = prepare_match_anchors(anchors_in, gt_in, high_threshold, low_threshold);
+  const auto& anchors = in.anchors;
+  const auto& gts = in.gts;
+  const int64_t n = in.n, m = in.m;
+  if (m == 0) return in.background();
   auto matched = at::empty({n}, anchors.options().dtype(at::kLong));
   auto max_iou = at::empty({n}, anchors.options());
-  if (m == 0) {
-    matched.fill_(-1);
-    max_iou.zero_();
-    return {matched, max_iou.to(out_dtype)};
-  }
   if (n > 0) {
     auto stream = at::cuda::getCurrentCUDAStream();
     auto gt_best = at::empty({m}, anchors.options());
-    AT_DISPATCH_FLOATING_TYPES(dtype, "match_anchors", [&] {
+    AT_DISPATCH_FLOATING_TYPES(in.dtype, "match_anchors", [&] {
       if (allow_low_quality_matches) {
-        TORCH_CHECK_VALUE(m <= 2147483647LL, op, ": too many gt_boxes for one launch: ", m);
+        TORCH_CHECK_VALUE(m <= 2147483647LL, "match_anchors: too many gt_boxes for one launch: ", m);
         gt_best_kernel<scalar_t><<<static_cast<unsigned>(m), kThreads, 0, stream>>>(
             anchors.const_data_ptr<scalar_t>(), gts.const_data_ptr<scalar_t>(), n, gt_best.mutable_data_ptr<scalar_t>());
         C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -138,7 +131,7 @@ std::tuple<at::Tensor, at::Tensor> match_anchors_cuda(const at::Tensor& anchors_
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   }
-  return {matched, max_iou.scalar_type() == out_dtype ? max_iou : max_iou.to(out_dtype)};
+  return in.result(matched, max_iou);
 }
 
 }  // namespace

@@ -92,9 +92,9 @@ at::Tensor roi_align_cuda(const at::Tensor& input_in, const at::Tensor& rois_in,
   check_float(input_in, op, "input");
   check_dim(input_in, 4, op, "input", "[N, C, H, W]");
   check_roi_align_args(rois_in, spatial_scale, ph, pw, op);
-  check_device(input_in, "input", rois_in, "rois", op);
+  check_same_device(input_in, "input", rois_in, "rois", op);
   c10::cuda::CUDAGuard guard(input_in.device());
-  const auto dtype = feature_compute_dtype(input_in.scalar_type());
+  const auto dtype = compute_dtype(input_in.scalar_type());
   const auto input = input_in.to(dtype).contiguous();
   const auto rois = rois_in.to(dtype).contiguous();
   const int64_t batch = input.size(0), channels = input.size(1), height = input.size(2), width = input.size(3);
@@ -119,7 +119,7 @@ at::Tensor roi_align_backward_cuda(const at::Tensor& grad_in, const at::Tensor& 
   const char* op = "roi_align_backward";
   check_float(grad_in, op, "grad");
   check_roi_align_args(rois_in, spatial_scale, ph, pw, op);
-  check_device(grad_in, "grad", rois_in, "rois", op);
+  check_same_device(grad_in, "grad", rois_in, "rois", op);
   const int64_t num_rois = rois_in.size(0);
   TORCH_CHECK_VALUE(grad_in.dim() == 4 && grad_in.size(0) == num_rois && grad_in.size(1) == channels &&
                         grad_in.size(2) == ph && grad_in.size(3) == pw,
@@ -127,7 +127,7 @@ at::Tensor roi_align_backward_cuda(const at::Tensor& grad_in, const at::Tensor& 
                     grad_in.sizes());
   check_plane(height, width, op);
   c10::cuda::CUDAGuard guard(grad_in.device());
-  const auto dtype = feature_compute_dtype(grad_in.scalar_type());
+  const auto dtype = compute_dtype(grad_in.scalar_type());
   const auto grad = grad_in.to(dtype).contiguous();
   const auto rois = rois_in.to(dtype).contiguous();
   auto grad_input = at::zeros({batch, channels, height, width}, grad.options());
