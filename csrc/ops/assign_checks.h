@@ -145,22 +145,48 @@ inline FcosProblem prepare_fcos(const at::Tensor& points, const at::Tensor& stri
   return f;
 }
 
+// The entry points of both fcos ops for a backend whose kernel is Run.
+template <void (*Run)(FcosProblem&)>
+std::tuple<at::Tensor, at::Tensor, at::Tensor> fcos_targets_entry(const at::Tensor& points, const at::Tensor& strides,
+                                                                  const at::Tensor& size_ranges,
+                                                                  const at::Tensor& gt_boxes,
+                                                                  std::optional<double> center_radius) {
+  auto f = prepare_fcos(points, strides, size_ranges, gt_boxes, nullptr, center_radius);
+  Run(f);
+  return f.result(false);
+}
+
+template <void (*Run)(FcosProblem&)>
+std::tuple<at::Tensor, at::Tensor, at::Tensor> fcos_targets_batched_entry(
+    const at::Tensor& points, const at::Tensor& strides, const at::Tensor& size_ranges, const at::Tensor& gt_boxes,
+    const at::Tensor& gt_valid, std::optional<double> center_radius) {
+  auto f = prepare_fcos(points, strides, size_ranges, gt_boxes, &gt_valid, center_radius);
+  Run(f);
+  return f.result(true);
+}
+
 // --- match_anchors, atss_assign ----------------------------------------------
 
-// anchors [N, 4] and gt_boxes [G, 4] in the compute dtype, contiguous; both ops
-// return (gt index [N] int64, a value [N]: the best or the assigned IoU).
+// anchors [N, 4] and gt_boxes [G, 4] in the compute dtype, contiguous, and the two
+// outputs both ops fill: a GT index [N] int64 and a value [N] (the best or the
+// assigned IoU), uninitialised.
 struct AssignProblem {
   at::ScalarType out_dtype, dtype;
-  at::Tensor anchors, gts;
+  at::Tensor anchors, gts, index, value;
   int64_t n, m;
 
-  // Every anchor background: index -1, value 0.
-  std::tuple<at::Tensor, at::Tensor> background() const {
-    return result(at::full({n}, -1, anchors.options().dtype(at::kLong)), at::zeros({n}, anchors.options()));
+  // Every anchor background until assigned: index -1, value 0.
+  void clear() {
+    index.fill_(-1);
+    value.zero_();
   }
-  // The value in the promoted dtype of anchors and gt_boxes.
-  std::tuple<at::Tensor, at::Tensor> result(at::Tensor index, const at::Tensor& value) const {
-    return {std::move(index), value.scalar_type() == out_dtype ? value : value.to(out_dtype)};
+  // (index, value), the value in the promoted dtype of anchors and gt_boxes.
+  std::tuple<at::Tensor, at::Tensor> result() const {
+    return {index, value.scalar_type() == out_dtype ? value : value.to(out_dtype)};
+  }
+  std::tuple<at::Tensor, at::Tensor> background() {
+    clear();
+    return result();
   }
 };
 
@@ -172,6 +198,8 @@ inline AssignProblem prepare_assign(const at::Tensor& anchors, const at::Tensor&
   a.gts = gt_boxes.to(a.dtype).contiguous();
   a.n = a.anchors.size(0);
   a.m = a.gts.size(0);
+  a.index = at::empty({a.n}, a.anchors.options().dtype(at::kLong));
+  a.value = at::empty({a.n}, a.anchors.options());
   return a;
 }
 

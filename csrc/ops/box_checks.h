@@ -3,7 +3,7 @@
 // Python's TypeError / ValueError.
 #pragma once
 
-#include <ATen/core/Tensor.h>
+#include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 
 #include <cmath>
@@ -57,6 +57,29 @@ inline void check_nms_inputs(const at::Tensor& boxes, const at::Tensor& scores, 
     check_idxs(*idxs, boxes, op);
     check_same_device(boxes, "boxes", *idxs, "idxs", op);
   }
+}
+
+// box_iou / generalized_box_iou: both box sets in the compute dtype, contiguous,
+// and the [N, M] output to fill.
+struct PairwiseProblem {
+  at::ScalarType out_dtype;
+  at::Tensor a, b, out;
+  int64_t n, m;
+
+  at::Tensor result() const { return out.scalar_type() == out_dtype ? out : out.to(out_dtype); }
+};
+
+inline PairwiseProblem prepare_pairwise(const at::Tensor& boxes1, const at::Tensor& boxes2, const char* op) {
+  check_pairwise_inputs(boxes1, boxes2, op);
+  PairwiseProblem p;
+  p.out_dtype = at::promote_types(boxes1.scalar_type(), boxes2.scalar_type());
+  const auto dtype = compute_dtype(p.out_dtype);
+  p.a = boxes1.to(dtype).contiguous();
+  p.b = boxes2.to(dtype).contiguous();
+  p.n = p.a.size(0);
+  p.m = p.b.size(0);
+  p.out = at::empty({p.n, p.m}, p.a.options());
+  return p;
 }
 
 }  // namespace nasx::ops

@@ -1,7 +1,8 @@
-// Shapes and validation of deform_conv2d, shared by both backends.
+// Shapes, validation and prologue of deform_conv2d and its backward, shared by
+// both backends: each entry point calls prepare() (or prepare_backward()) once.
 #pragma once
 
-#include <ATen/core/Tensor.h>
+#include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 #include <c10/util/Optional.h>
 
@@ -88,6 +89,43 @@ inline DeformConvShape deform_conv2d_shape(const at::Tensor& input, const at::Te
                       "], got shape ", bias->sizes());
   }
   return s;
+}
+
+// The checked shape and the tensors in the compute dtype, contiguous.
+struct Prepared {
+  DeformConvShape s;
+  at::Tensor input, weight, offset, mask;  // mask undefined if unused
+  at::Tensor grad;                         // the output gradient (backward only)
+};
+
+inline Prepared prepare(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& offset,
+                        const std::optional<at::Tensor>& mask, const std::optional<at::Tensor>& bias,
+                        int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w, int64_t dil_h,
+                        int64_t dil_w, const char* op = "deform_conv2d") {
+  Prepared p;
+  p.s = deform_conv2d_shape(input, weight, offset, mask, bias, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, op);
+  const auto dtype = compute_dtype(input.scalar_type());
+  p.input = input.to(dtype).contiguous();
+  p.weight = weight.to(dtype).contiguous();
+  p.offset = offset.to(dtype).contiguous();
+  if (p.s.use_mask) p.mask = mask->to(dtype).contiguous();
+  return p;
+}
+
+inline Prepared prepare_backward(const at::Tensor& grad, const at::Tensor& input, const at::Tensor& weight,
+                                 const at::Tensor& offset, const std::optional<at::Tensor>& mask, int64_t stride_h,
+                                 int64_t stride_w, int64_t pad_h, int64_t pad_w, int64_t dil_h, int64_t dil_w) {
+  const char* op = "deform_conv2d_backward";
+  Prepared p = prepare(input, weight, offset, mask, std::nullopt, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, op);
+  const auto& s = p.s;
+  check_float(grad, op, "grad");
+  check_same_device(input, "input", grad, "grad", op);
+  TORCH_CHECK_VALUE(grad.dim() == 4 && grad.size(0) == s.batch && grad.size(1) == s.out_ch &&
+                        grad.size(2) == s.out_h && grad.size(3) == s.out_w,
+                    op, ": expected grad of shape [", s.batch, ", ", s.out_ch, ", ", s.out_h, ", ", s.out_w,
+                    "], got shape ", grad.sizes());
+  p.grad = grad.to(p.input.scalar_type()).contiguous();
+  return p;
 }
 
 }  // namespace nasx::ops

@@ -42,5 +42,41 @@ inline void check_no_nan(const at::Tensor& t, const char* op, const char* name) 
                     " contains NaN; Pareto ops need ordered values (drop or replace NaN rows first)");
 }
 
+// crowding_distance(objectives [N, M], ranks [N]); NaN: see check_no_nan.
+inline void check_crowding_inputs(const at::Tensor& objectives, const at::Tensor& ranks) {
+  const char* op = "crowding_distance";
+  check_objectives(objectives, op, "objectives");
+  check_integer(ranks, op, "ranks");
+  check_vector(ranks, objectives.size(0), op, "ranks", "N");
+  check_same_device(objectives, "objectives", ranks, "ranks", op);
+}
+
+// partial_order_prune(candidates [K, D] int, candidate_cost [K], evaluated [N, D] int,
+// evaluated_cost [N], evaluated_acc [N]), NaN included.
+inline void check_prune_inputs(const at::Tensor& candidates, const at::Tensor& candidate_cost,
+                               const at::Tensor& evaluated, const at::Tensor& evaluated_cost,
+                               const at::Tensor& evaluated_acc) {
+  const char* op = "partial_order_prune";
+  check_integer(candidates, op, "candidates");
+  TORCH_CHECK_VALUE(candidates.dim() == 2, op, ": expected candidates of shape [K, D], got shape ",
+                    candidates.sizes());
+  check_integer(evaluated, op, "evaluated");
+  TORCH_CHECK_VALUE(evaluated.dim() == 2 && evaluated.size(1) == candidates.size(1), op,
+                    ": expected evaluated of shape [N, D] with D = candidates.size(1) = ", candidates.size(1),
+                    ", got shape ", evaluated.sizes());
+  check_float(candidate_cost, op, "candidate_cost");
+  check_vector(candidate_cost, candidates.size(0), op, "candidate_cost", "K");
+  check_float(evaluated_cost, op, "evaluated_cost");
+  check_vector(evaluated_cost, evaluated.size(0), op, "evaluated_cost", "N");
+  check_float(evaluated_acc, op, "evaluated_acc");
+  check_vector(evaluated_acc, evaluated.size(0), op, "evaluated_acc", "N");
+  check_same_device(candidates, "candidates", candidate_cost, "candidate_cost", op);
+  check_same_device(candidates, "candidates", evaluated, "evaluated", op);
+  check_same_device(candidates, "candidates", evaluated_cost, "evaluated_cost", op);
+  check_same_device(candidates, "candidates", evaluated_acc, "evaluated_acc", op);
+  check_no_nan(candidate_cost, op, "candidate_cost");
+  check_no_nan(evaluated_cost, op, "evaluated_cost");
+  check_no_nan(evaluated_acc, op, "evaluated_acc");
+}
 
 }  // namespace nasx::ops

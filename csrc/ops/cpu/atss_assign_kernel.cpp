@@ -29,19 +29,16 @@ struct Positive {
 
 std::tuple<at::Tensor, at::Tensor> atss_assign_cpu(const at::Tensor& anchors_in, at::IntArrayRef per_level,
                                                    const at::Tensor& gt_in, int64_t topk) {
-  const auto in = prepare_atss_assign(anchors_in, per_level, gt_in, topk);
-  const auto& anchors = in.anchors;
-  const auto& gts = in.gts;
+  auto in = prepare_atss_assign(anchors_in, per_level, gt_in, topk);
+  in.clear();  // positives are written below; everything else is background
+  if (in.n == 0 || in.m == 0) return in.result();
   const int64_t n = in.n, m = in.m;
-  if (n == 0 || m == 0) return in.background();
-  auto matched = at::full({n}, -1, anchors.options().dtype(at::kLong));
-  auto assigned_iou = at::zeros({n}, anchors.options());
   std::vector<int64_t> level_begin(per_level.size() + 1, 0);
   for (size_t l = 0; l < per_level.size(); ++l) level_begin[l + 1] = level_begin[l] + per_level[l];
   AT_DISPATCH_FLOATING_TYPES(in.dtype, "atss_assign", [&] {
     using T = scalar_t;
-    const T* pa = anchors.const_data_ptr<T>();
-    const T* pg = gts.const_data_ptr<T>();
+    const T* pa = in.anchors.const_data_ptr<T>();
+    const T* pg = in.gts.const_data_ptr<T>();
     std::vector<T> acx(n), acy(n), aarea(n);
     for (int64_t j = 0; j < n; ++j) {
       const T* a = pa + 4 * j;
@@ -96,8 +93,8 @@ std::tuple<at::Tensor, at::Tensor> atss_assign_cpu(const at::Tensor& anchors_in,
         }
       }
     });
-    int64_t* pm = matched.mutable_data_ptr<int64_t>();
-    T* pv = assigned_iou.mutable_data_ptr<T>();
+    int64_t* pm = in.index.mutable_data_ptr<int64_t>();
+    T* pv = in.value.mutable_data_ptr<T>();
     for (int64_t g = 0; g < m; ++g) {  // GT order: ties in IoU keep the lower GT index
       for (const auto& p : positives[g]) {
         if (pm[p.anchor] < 0 || p.iou > pv[p.anchor]) {
@@ -107,7 +104,7 @@ std::tuple<at::Tensor, at::Tensor> atss_assign_cpu(const at::Tensor& anchors_in,
       }
     }
   });
-  return in.result(matched, assigned_iou);
+  return in.result();
 }
 
 }  // namespace

@@ -203,28 +203,11 @@ void fcos_cpu(FcosProblem& f) {
   });
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> fcos_targets_cpu(const at::Tensor& points, const at::Tensor& strides,
-                                                                const at::Tensor& size_ranges,
-                                                                const at::Tensor& gt_boxes,
-                                                                std::optional<double> center_radius) {
-  auto f = prepare_fcos(points, strides, size_ranges, gt_boxes, nullptr, center_radius);
-  fcos_cpu(f);
-  return f.result(false);
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> fcos_targets_batched_cpu(
-    const at::Tensor& points, const at::Tensor& strides, const at::Tensor& size_ranges, const at::Tensor& gt_boxes,
-    const at::Tensor& gt_valid, std::optional<double> center_radius) {
-  auto f = prepare_fcos(points, strides, size_ranges, gt_boxes, &gt_valid, center_radius);
-  fcos_cpu(f);
-  return f.result(true);
-}
-
 }  // namespace
 
 TORCH_LIBRARY_IMPL(nasx, CPU, m) {
-  m.impl("fcos_targets", &fcos_targets_cpu);
-  m.impl("fcos_targets_batched", &fcos_targets_batched_cpu);
+  m.impl("fcos_targets", &fcos_targets_entry<fcos_cpu>);
+  m.impl("fcos_targets_batched", &fcos_targets_batched_entry<fcos_cpu>);
 }
 
 }  // namespace nasx::ops

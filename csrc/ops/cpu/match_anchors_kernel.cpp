@@ -66,18 +66,13 @@ NASX_SIMD_CLONES void anchor_col(const Cols<double>& g, const double* a, double 
 std::tuple<at::Tensor, at::Tensor> match_anchors_cpu(const at::Tensor& anchors_in, const at::Tensor& gt_in,
                                                      double high_threshold, double low_threshold,
                                                      bool allow_low_quality_matches) {
-  const auto in = prepare_match_anchors(anchors_in, gt_in, high_threshold, low_threshold);
-  const auto& anchors = in.anchors;
-  const auto& gts = in.gts;
+  auto in = prepare_match_anchors(anchors_in, gt_in, high_threshold, low_threshold);
+  if (in.m == 0) return in.background();  // no GT (torchvision's Matcher raises instead)
   const int64_t n = in.n, m = in.m;
-  // No GT: every anchor is background (torchvision's Matcher raises instead).
-  if (m == 0) return in.background();
-  auto matched = at::empty({n}, anchors.options().dtype(at::kLong));
-  auto max_iou = at::empty({n}, anchors.options());
   AT_DISPATCH_FLOATING_TYPES(in.dtype, "match_anchors", [&] {
     using T = scalar_t;
-    const T* pa = anchors.const_data_ptr<T>();
-    const T* pg = gts.const_data_ptr<T>();
+    const T* pa = in.anchors.const_data_ptr<T>();
+    const T* pg = in.gts.const_data_ptr<T>();
     const Cols<T> gcols(pg, m);
     std::vector<T> gt_best(m);
     if (allow_low_quality_matches && n > 0) {
@@ -101,8 +96,8 @@ std::tuple<at::Tensor, at::Tensor> match_anchors_cpu(const at::Tensor& anchors_i
       });
     }
     const T high = static_cast<T>(high_threshold), low = static_cast<T>(low_threshold);
-    int64_t* pm = matched.mutable_data_ptr<int64_t>();
-    T* pv = max_iou.mutable_data_ptr<T>();
+    int64_t* pm = in.index.mutable_data_ptr<int64_t>();
+    T* pv = in.value.mutable_data_ptr<T>();
     at::parallel_for(0, n, std::max<int64_t>(1, 16384 / m), [&](int64_t b, int64_t e) {
       std::vector<T> col(m);
       for (int64_t j = b; j < e; ++j) {
@@ -122,7 +117,7 @@ std::tuple<at::Tensor, at::Tensor> match_anchors_cpu(const at::Tensor& anchors_i
       }
     });
   });
-  return in.result(matched, max_iou);
+  return in.result();
 }
 
 }  // namespace

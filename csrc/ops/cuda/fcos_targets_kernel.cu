@@ -86,28 +86,11 @@ void fcos_cuda(FcosProblem& f) {
   });
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> fcos_targets_cuda(const at::Tensor& points, const at::Tensor& strides,
-                                                                 const at::Tensor& size_ranges,
-                                                                 const at::Tensor& gt_boxes,
-                                                                 std::optional<double> center_radius) {
-  auto f = prepare_fcos(points, strides, size_ranges, gt_boxes, nullptr, center_radius);
-  fcos_cuda(f);
-  return f.result(false);
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> fcos_targets_batched_cuda(
-    const at::Tensor& points, const at::Tensor& strides, const at::Tensor& size_ranges, const at::Tensor& gt_boxes,
-    const at::Tensor& gt_valid, std::optional<double> center_radius) {
-  auto f = prepare_fcos(points, strides, size_ranges, gt_boxes, &gt_valid, center_radius);
-  fcos_cuda(f);
-  return f.result(true);
-}
-
 }  // namespace
 
 TORCH_LIBRARY_IMPL(nasx, CUDA, m) {
-  m.impl("fcos_targets", &fcos_targets_cuda);
-  m.impl("fcos_targets_batched", &fcos_targets_batched_cuda);
+  m.impl("fcos_targets", &fcos_targets_entry<fcos_cuda>);
+  m.impl("fcos_targets_batched", &fcos_targets_batched_entry<fcos_cuda>);
 }
 
 }  // namespace nasx::ops
