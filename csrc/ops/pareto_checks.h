@@ -42,6 +42,15 @@ inline void check_no_nan(const at::Tensor& t, const char* op, const char* name) 
                     " contains NaN; Pareto ops need ordered values (drop or replace NaN rows first)");
 }
 
+// A floating-point [n] on the device of `like`, without NaN (costs, accuracies).
+inline void check_values(const at::Tensor& t, int64_t n, const at::Tensor& like, const char* like_name, const char* op,
+                         const char* name, const char* n_means) {
+  check_float(t, op, name);
+  check_vector(t, n, op, name, n_means);
+  check_same_device(like, like_name, t, name, op);
+  check_no_nan(t, op, name);
+}
+
 // crowding_distance(objectives [N, M], ranks [N]); NaN: see check_no_nan.
 inline void check_crowding_inputs(const at::Tensor& objectives, const at::Tensor& ranks) {
   const char* op = "crowding_distance";
@@ -64,19 +73,10 @@ inline void check_prune_inputs(const at::Tensor& candidates, const at::Tensor& c
   TORCH_CHECK_VALUE(evaluated.dim() == 2 && evaluated.size(1) == candidates.size(1), op,
                     ": expected evaluated of shape [N, D] with D = candidates.size(1) = ", candidates.size(1),
                     ", got shape ", evaluated.sizes());
-  check_float(candidate_cost, op, "candidate_cost");
-  check_vector(candidate_cost, candidates.size(0), op, "candidate_cost", "K");
-  check_float(evaluated_cost, op, "evaluated_cost");
-  check_vector(evaluated_cost, evaluated.size(0), op, "evaluated_cost", "N");
-  check_float(evaluated_acc, op, "evaluated_acc");
-  check_vector(evaluated_acc, evaluated.size(0), op, "evaluated_acc", "N");
-  check_same_device(candidates, "candidates", candidate_cost, "candidate_cost", op);
   check_same_device(candidates, "candidates", evaluated, "evaluated", op);
-  check_same_device(candidates, "candidates", evaluated_cost, "evaluated_cost", op);
-  check_same_device(candidates, "candidates", evaluated_acc, "evaluated_acc", op);
-  check_no_nan(candidate_cost, op, "candidate_cost");
-  check_no_nan(evaluated_cost, op, "evaluated_cost");
-  check_no_nan(evaluated_acc, op, "evaluated_acc");
+  check_values(candidate_cost, candidates.size(0), candidates, "candidates", op, "candidate_cost", "K");
+  check_values(evaluated_cost, evaluated.size(0), candidates, "candidates", op, "evaluated_cost", "N");
+  check_values(evaluated_acc, evaluated.size(0), candidates, "candidates", op, "evaluated_acc", "N");
 }
 
 }  // namespace nasx::ops

@@ -63,25 +63,28 @@ TorchMath resolve() {
     m.sqrt_f = sleef("vmsSqrt");
     m.sqrt_d = sleef("vmdSqrt");
   }
+  // The names Vectorized<T>::exp / log1p / pow call in torch's kernels of each capability.
+  struct Names {
+    const char *exp_f, *log1p_f, *pow_f, *exp_d, *log1p_d, *pow_d;
+    TorchMath::Isa isa;
+    int lanes_float, lanes_double;
+  };
+  static const Names kAvx512{"Sleef_expf16_u10", "Sleef_log1pf16_u10", "Sleef_powf16_u10", "Sleef_expd8_u10",
+                             "Sleef_log1pd8_u10", "Sleef_powd8_u10", TorchMath::Isa::Avx512, 16, 8};
+  static const Names kAvx2{"Sleef_expf8_u10", "Sleef_log1pf8_u10", "Sleef_powf8_u10", "Sleef_expd4_u10",
+                           "Sleef_log1pd4_u10", "Sleef_powd4_u10", TorchMath::Isa::Avx2, 8, 4};
   const std::string cap = at::get_cpu_capability();
-  if (cap == "AVX512") {
-    m.exp_f = sleef("Sleef_expf16_u10");
-    m.log1p_f = sleef("Sleef_log1pf16_u10");
-    m.pow_f = sleef("Sleef_powf16_u10");
-    m.exp_d = sleef("Sleef_expd8_u10");
-    m.log1p_d = sleef("Sleef_log1pd8_u10");
-    m.pow_d = sleef("Sleef_powd8_u10");
-    m.isa = TorchMath::Isa::Avx512;
-    m.lanes_float = 16;
-    m.lanes_double = 8;
-  } else if (cap == "AVX2") {
-    m.exp_f = sleef("Sleef_expf8_u10");
-    m.log1p_f = sleef("Sleef_log1pf8_u10");
-    m.pow_f = sleef("Sleef_powf8_u10");
-    m.exp_d = sleef("Sleef_expd4_u10");
-    m.log1p_d = sleef("Sleef_log1pd4_u10");
-    m.pow_d = sleef("Sleef_powd4_u10");
-    m.isa = TorchMath::Isa::Avx2;
+  const Names* names = cap == "AVX512" ? &kAvx512 : cap == "AVX2" ? &kAvx2 : nullptr;
+  if (names) {
+    m.exp_f = sleef(names->exp_f);
+    m.log1p_f = sleef(names->log1p_f);
+    m.pow_f = sleef(names->pow_f);
+    m.exp_d = sleef(names->exp_d);
+    m.log1p_d = sleef(names->log1p_d);
+    m.pow_d = sleef(names->pow_d);
+    m.isa = names->isa;
+    m.lanes_float = names->lanes_float;
+    m.lanes_double = names->lanes_double;
   }
   if (m.isa != TorchMath::Isa::Libm &&
       !(m.exp_f && m.log1p_f && m.pow_f && m.exp_d && m.log1p_d && m.pow_d)) {

@@ -70,16 +70,34 @@ __device__ inline Column column_at(const Dims& d, int64_t idx, int64_t b0) {
   return col;
 }
 
+// Column element idx, its bilinear sample, the mask value and the input plane it reads.
+template <typename T>
+struct ColumnSample {
+  Column at;
+  DeformSample<T> s;
+  T mask;
+  int64_t plane;  // offset of channel at.c of image at.b in the input (or its gradient)
+};
+
+template <typename T>
+__device__ ColumnSample<T> column_sample(const Dims& d, const T* offset, const T* mask, int64_t idx, int64_t b0) {
+  ColumnSample<T> cs;
+  cs.at = column_at(d, idx, b0);
+  cs.s = sample_at(d, offset, cs.at.b, cs.at.g, cs.at.k, cs.at.p);
+  cs.mask = mask_at(d, mask, cs.at.b, cs.at.g, cs.at.k, cs.at.p);
+  cs.plane = (cs.at.b * d.in_ch + cs.at.c) * d.height * d.width;
+  return cs;
+}
+
 // columns[bl, c * K + k, p] for images b0 + bl, bl < n.
 template <typename T>
 __global__ void im2col_kernel(Dims d, const T* __restrict__ input, const T* __restrict__ offset,
                               const T* __restrict__ mask, int64_t b0, int64_t n, T* __restrict__ columns) {
   const int64_t K = d.taps(), P = d.pixels(), total = n * d.in_ch * K * P;
   NASX_GRID_STRIDE(idx, total) {
-    const Column at = column_at(d, idx, b0);
-    const auto s = sample_at(d, offset, at.b, at.g, at.k, at.p);
-    const T v = interpolate(s, corners(input + (at.b * d.in_ch + at.c) * d.height * d.width, s));
-    columns[idx] = mask ? mask_at(d, mask, at.b, at.g, at.k, at.p) * v : v;
+    const auto cs = column_sample(d, offset, mask, idx, b0);
+    const T v = interpolate(cs.s, corners(input + cs.plane, cs.s));
+    columns[idx] = mask ? cs.mask * v : v;
   }
 }
 
@@ -108,10 +126,10 @@ __global__ void col2im_kernel(Dims d, const T* __restrict__ grad_columns, const 
                               const T* __restrict__ mask, int64_t b0, int64_t n, T* __restrict__ grad_input) {
   const int64_t K = d.taps(), P = d.pixels(), total = n * d.in_ch * K * P;
   NASX_GRID_STRIDE(idx, total) {
-    const Column at = column_at(d, idx, b0);
-    const auto s = sample_at(d, offset, at.b, at.g, at.k, at.p);
-    const T gm = mask_at(d, mask, at.b, at.g, at.k, at.p) * grad_columns[idx];
-    T* dst = grad_input + (at.b * d.in_ch + at.c) * d.height * d.width;
+    const auto cs = column_sample(d, offset, mask, idx, b0);
+    const auto& s = cs.s;
+    const T gm = cs.mask * grad_columns[idx];
+    T* dst = grad_input + cs.plane;
     for (int i = 0; i < 4; ++i) {
       if (s.idx[i] >= 0) atomicAdd(dst + s.idx[i], s.weight(i) * gm);
     }
