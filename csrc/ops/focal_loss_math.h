@@ -10,11 +10,12 @@
 //   loss = (alpha * t + (1 - alpha) * (1 - t)) * loss      when alpha >= 0
 //
 // with alpha and (1 - alpha) rounded from double, as Python hands them to torch.
-// The two exponentials and the log1p come from the caller (`FocalExp`): the CPU
-// kernel computes them with the functions torch's CPU kernels use, the CUDA one
-// with CUDA's. Given equal inputs the result is then bit for bit torchvision's.
-// Products are mul_rn (never contracted into an FMA: torch runs each operation
-// as its own kernel, so each is rounded).
+// p and ls come from the caller: the CPU forward takes them from torch.sigmoid and
+// torch.log_sigmoid themselves (and a general exponent from torch.pow), the CUDA
+// kernels compute them as torch's CUDA kernels do (focal_sigmoid,
+// focal_log_sigmoid). The rest is exact IEEE arithmetic in torchvision's order, so
+// given torch's p and ls the loss is torchvision's bit for bit. Products are mul_rn
+// (never contracted into an FMA: torch runs each operation as its own kernel).
 #pragma once
 
 #include <bit>
@@ -77,17 +78,16 @@ struct FocalParams {
         pow(focal_pow_kind(g)), use_alpha(a >= 0) {}
 };
 
-// The transcendental parts of one element: exp(-x) (sigmoid) and
-// log1p(exp(-|x|)) (log_sigmoid).
+// sigmoid and log_sigmoid as torch's CUDA kernels write them, with the library
+// functions (expf, log1pf on the device).
 template <typename T>
-struct FocalExp {
-  T exp_neg_x, log1p_exp_neg_abs;
-};
+NASX_FOCAL T focal_sigmoid(T x) {
+  return T(1) / (T(1) + NASX_MATH(exp)(-x));
+}
 
-// Device and plain host code: the library functions.
 template <typename T>
-NASX_FOCAL FocalExp<T> focal_exp(T x) {
-  return {NASX_MATH(exp)(-x), NASX_MATH(log1p)(NASX_MATH(exp)(-NASX_MATH(fabs)(x)))};
+NASX_FOCAL T focal_log_sigmoid(T x) {
+  return select(x < T(0), x, T(0)) - NASX_MATH(log1p)(NASX_MATH(exp)(-NASX_MATH(fabs)(x)));
 }
 
 // (1 - p_t) ** gamma for every case but General, which the caller computes.
@@ -129,12 +129,11 @@ struct FocalCore {
   T p, ce, q, a;  // sigmoid, cross-entropy, 1 - p_t, alpha_t
 };
 
+// p = sigmoid(x), ls = log_sigmoid(x).
 template <typename T>
-NASX_FOCAL FocalCore<T> focal_core(T x, T t, const FocalExp<T>& e, const FocalParams<T>& prm) {
+NASX_FOCAL FocalCore<T> focal_core(T x, T t, T p, T ls, const FocalParams<T>& prm) {
   FocalCore<T> c;
-  c.p = T(1) / (T(1) + e.exp_neg_x);
-  // torch's minimum(x, 0): NaN stays NaN (log1p's NaN carries it anyway).
-  const T ls = select(x < T(0), x, T(0)) - e.log1p_exp_neg_abs;
+  c.p = p;
   const T one_t = T(1) - t;
   c.ce = mul_rn(one_t, x) - ls;
   c.q = T(1) - (mul_rn(c.p, t) + mul_rn(T(1) - c.p, one_t));

@@ -21,10 +21,10 @@ constexpr int kThreads = 256;
 
 int64_t num_blocks(int64_t n) { return std::max<int64_t>(1, std::min<int64_t>((n + kThreads - 1) / kThreads, 4096)); }
 
-// The loss of one element, with CUDA's exp / log1p / pow (as torch's CUDA kernels).
+// The loss of one element, with CUDA's expf / log1pf / powf (as torch's CUDA kernels).
 template <typename T>
 __device__ __forceinline__ T element_loss(T x, T t, const FocalParams<T>& prm) {
-  const auto c = focal_core(x, t, focal_exp(x), prm);
+  const auto c = focal_core(x, t, focal_sigmoid(x), focal_log_sigmoid(x), prm);
   const T m = prm.pow == FocalPow::General ? ::pow(c.q, prm.gamma) : focal_pow(c.q, prm.pow);
   return focal_finish(c, m, prm);
 }
@@ -64,7 +64,7 @@ __global__ void focal_grad_kernel(const T* __restrict__ x, const T* __restrict__
   const int64_t stride = static_cast<int64_t>(blockDim.x) * gridDim.x;
   const T scale = per_element ? T(0) : grad[0] / count;  // torch's mean backward divides, so do we
   for (int64_t i = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += stride) {
-    const auto c = focal_core(x[i], t[i], focal_exp(x[i]), prm);
+    const auto c = focal_core(x[i], t[i], focal_sigmoid(x[i]), focal_log_sigmoid(x[i]), prm);
     const T m = prm.pow == FocalPow::General ? ::pow(c.q, prm.gamma) : focal_pow(c.q, prm.pow);
     T gx, gt;
     focal_grad<T, WithTargets>(x[i], t[i], c, m, prm, per_element ? grad[i] : scale, &gx, &gt);
