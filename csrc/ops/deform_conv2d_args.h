@@ -6,6 +6,9 @@
 #include <c10/util/Exception.h>
 #include <c10/util/Optional.h>
 
+#include <optional>
+#include <tuple>
+
 #include "ops/feature_checks.h"
 
 namespace nasx::ops {
@@ -91,11 +94,28 @@ inline DeformConvShape deform_conv2d_shape(const at::Tensor& input, const at::Te
   return s;
 }
 
+// The gradients the backward fills, zeroed, in the compute dtype: input, weight
+// (the weight's shape), offset, mask ([0] without a mask); bias is summed up front.
+struct DeformGrads {
+  at::Tensor input, weight, offset, mask, bias;
+};
+
 // The checked shape and the tensors in the compute dtype, contiguous.
 struct Prepared {
   DeformConvShape s;
   at::Tensor input, weight, offset, mask;  // mask undefined if unused
   at::Tensor grad;                         // the output gradient (backward only)
+  at::ScalarType input_dtype, weight_dtype, offset_dtype, mask_dtype;  // as given
+
+  DeformGrads zero_grads() const {
+    return {at::zeros_like(input), at::zeros_like(weight), at::zeros_like(offset),
+            s.use_mask ? at::zeros_like(mask) : at::zeros({0}, input.options()), grad.sum({0, 2, 3})};
+  }
+  // The gradients in the dtypes of what they are gradients of.
+  std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> result(const DeformGrads& g) const {
+    return {g.input.to(input_dtype), g.weight.to(weight_dtype), g.offset.to(offset_dtype),
+            g.mask.to(s.use_mask ? mask_dtype : input_dtype), g.bias.to(input_dtype)};
+  }
 };
 
 inline Prepared prepare(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& offset,
@@ -105,6 +125,10 @@ inline Prepared prepare(const at::Tensor& input, const at::Tensor& weight, const
   Prepared p;
   p.s = deform_conv2d_shape(input, weight, offset, mask, bias, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, op);
   const auto dtype = compute_dtype(input.scalar_type());
+  p.input_dtype = input.scalar_type();
+  p.weight_dtype = weight.scalar_type();
+  p.offset_dtype = offset.scalar_type();
+  p.mask_dtype = p.s.use_mask ? mask->scalar_type() : p.input_dtype;
   p.input = input.to(dtype).contiguous();
   p.weight = weight.to(dtype).contiguous();
   p.offset = offset.to(dtype).contiguous();

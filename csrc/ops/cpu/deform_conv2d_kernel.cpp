@@ -185,11 +185,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> deform_co
   const auto& s = pr.s;
   const auto opts = pr.input.options();
   const auto& grad = pr.grad;
-  auto grad_input = at::zeros_like(pr.input);
-  auto grad_weight = at::zeros_like(pr.weight);
-  auto grad_offset = at::zeros_like(pr.offset);
-  auto grad_mask = s.use_mask ? at::zeros_like(pr.mask) : at::zeros({0}, opts);
-  auto grad_bias = grad.sum({0, 2, 3});
+  auto gr = pr.zero_grads();
+  auto& grad_input = gr.input;
+  auto& grad_weight = gr.weight;
+  auto& grad_offset = gr.offset;
+  auto& grad_mask = gr.mask;
   const int64_t K = s.taps(), P = s.pixels(), cgk = s.in_per_group() * K, og = s.out_per_group();
   const int64_t plane = s.height * s.width;
   const Blocks blocks(s, kMaxBlocks);
@@ -331,9 +331,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> deform_co
       }
     });
   }
-  const auto dt = input_in.scalar_type();
-  return {grad_input.to(dt), grad_weight.to(weight_in.scalar_type()), grad_offset.to(offset_in.scalar_type()),
-          s.use_mask ? grad_mask.to(mask_in->scalar_type()) : grad_mask.to(dt), grad_bias.to(dt)};
+  return pr.result(gr);
 }
 
 }  // namespace

@@ -224,11 +224,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> deform_co
   const Dims d(s);
   const auto opts = pr.input.options();
   const auto& grad = pr.grad;
-  auto grad_input = at::zeros_like(pr.input);
-  auto grad_weight = at::zeros({s.groups, s.out_per_group(), s.in_per_group() * s.taps()}, opts);
-  auto grad_offset = at::zeros_like(pr.offset);
-  auto grad_mask = s.use_mask ? at::zeros_like(pr.mask) : at::zeros({0}, opts);
-  auto grad_bias = grad.sum({0, 2, 3});
+  auto gr = pr.zero_grads();
+  // grad columns = W^T grad; the weight gradient accumulates as [groups, C_out / groups, C_in / groups * K].
+  auto grad_weight = gr.weight.view({s.groups, s.out_per_group(), s.in_per_group() * s.taps()});
   const int64_t K = s.taps(), P = s.pixels(), cgk = s.in_per_group() * K;
   auto stream = at::cuda::getCurrentCUDAStream();
   if (grad.numel() > 0 && s.in_ch > 0) {
@@ -242,12 +240,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> deform_co
         const auto grad_columns = at::matmul(w.transpose(-1, -2), go).contiguous();  // [n, G, Cg K, P]
         col2im_kernel<T><<<blocks_for(grad_columns.numel()), kThreads, 0, stream>>>(
             d, grad_columns.const_data_ptr<T>(), pr.offset.const_data_ptr<T>(), mask_ptr<T>(pr), b0, n,
-            grad_input.mutable_data_ptr<T>());
+            gr.input.mutable_data_ptr<T>());
         C10_CUDA_KERNEL_LAUNCH_CHECK();
         coord_grad_kernel<T><<<blocks_for(n * s.offset_groups * K * P), kThreads, 0, stream>>>(
             d, grad_columns.const_data_ptr<T>(), pr.input.const_data_ptr<T>(), pr.offset.const_data_ptr<T>(),
-            mask_ptr<T>(pr), b0, n, grad_offset.mutable_data_ptr<T>(),
-            s.use_mask ? grad_mask.mutable_data_ptr<T>() : nullptr);
+            mask_ptr<T>(pr), b0, n, gr.offset.mutable_data_ptr<T>(),
+            s.use_mask ? gr.mask.mutable_data_ptr<T>() : nullptr);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
         auto columns = at::empty({n, s.groups, cgk, P}, opts);
         im2col_kernel<T><<<blocks_for(columns.numel()), kThreads, 0, stream>>>(
@@ -258,10 +256,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> deform_co
       }
     });
   }
-  const auto dt = input_in.scalar_type();
-  return {grad_input.to(dt), grad_weight.view(weight_in.sizes()).to(weight_in.scalar_type()),
-          grad_offset.to(offset_in.scalar_type()),
-          s.use_mask ? grad_mask.to(mask_in->scalar_type()) : grad_mask.to(dt), grad_bias.to(dt)};
+  return pr.result(gr);
 }
 
 }  // namespace
