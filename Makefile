@@ -21,7 +21,7 @@ export OMP_WAIT_POLICY ?= PASSIVE
 CPU_VENV ?= .venv-cpu-torch
 CPU_TORCH ?= torch==2.13.0
 
-.PHONY: demo demo-sm-nas demo-adapt demo-nas-eod test install bench test-cpu-torch clean
+.PHONY: demo demo-sm-nas demo-adapt demo-nas-eod test install bench gpu-check test-cpu-torch clean
 
 $(DEPS): Makefile pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -80,6 +80,14 @@ bench: install
 	$(BIN)/python benchmarks/bench_two_stage.py
 	$(BIN)/python benchmarks/bench_supernet.py
 	$(BIN)/python benchmarks/bench_torchvision_switch.py
+
+# The prepared GPU check (benchmarks/gpu_check.sh): on a machine with an NVIDIA GPU and a CUDA
+# torch already installed (no .venv, no network needed), build nasx for that GPU, run every CUDA
+# test and the GPU benchmarks, within GPU_CHECK_ARGS' budget (default 8 minutes); see --help.
+GPU_CHECK_PYTHON ?= python3
+GPU_CHECK_ARGS ?=
+gpu-check:
+	bash benchmarks/gpu_check.sh --python $(GPU_CHECK_PYTHON) $(GPU_CHECK_ARGS)
 
 test-cpu-torch:
 	@test -x $(CPU_VENV)/bin/python || $(PYTHON) -m venv $(CPU_VENV)

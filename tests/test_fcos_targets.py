@@ -10,7 +10,7 @@ import nasx
 from nasx.ops import _reference as ref
 
 from conftest import needs_cuda
-from targetgen import INF, dtypes, gt_sets, pyramid
+from targetgen import INF, dtypes, exact, gt_sets, pyramid
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from bench_targets import fcos_vectorised  # noqa: E402  the benchmark's peer
@@ -84,6 +84,32 @@ def test_fcos_nan_and_half():
     h_idx, h_reg, h_ctr = nasx.ops.fcos_targets(points.half(), strides.half(), ranges, gts[[0, 2]].half())
     r_idx, r_reg, r_ctr = ref.fcos_targets(points.half(), strides.half(), ranges, gts[[0, 2]].half())
     assert h_reg.dtype == torch.float16 and torch.equal(h_idx, r_idx) and torch.equal(h_reg, r_reg)
+
+
+@given(seed=st.integers(0, 2**31 - 1), n=st.integers(1, 600), g=st.integers(0, 60), radius=radii, dtype=dtypes)
+def test_fcos_scattered_points_and_odd_boxes(seed, n, g, radius, dtype):
+    """Points off any grid (clustered, repeated, NaN, +-inf) and boxes that are huge, inverted,
+    infinite or NaN: the CPU kernel only scans the GTs whose box reaches a point's grid cell,
+    so the cell bookkeeping must never drop a candidate."""
+    gen = torch.Generator().manual_seed(seed)
+    points = torch.rand(n, 2, generator=gen, dtype=torch.float64) * torch.tensor([300.0, 200.0]) - 20
+    points[torch.rand(n, generator=gen) < 0.3] = points[0].clone()  # repeats: a degenerate bounding box if all
+    odd = torch.rand(n, 2, generator=gen) < 0.03
+    points[odd] = torch.tensor([float("nan"), INF, -INF], dtype=torch.float64)[torch.randint(0, 3, (int(odd.sum()),), generator=gen)]
+    strides = torch.tensor([4.0, 8.0, 16.0], dtype=torch.float64)[torch.randint(0, 3, (n,), generator=gen)]
+    lo = torch.rand(n, generator=gen, dtype=torch.float64) * 40 - 1
+    ranges = torch.stack([lo, torch.where(torch.rand(n, generator=gen) < 0.5, lo + 80, torch.full_like(lo, INF))], 1)
+    xy = torch.rand(g, 2, generator=gen, dtype=torch.float64) * torch.tensor([300.0, 200.0]) - 30
+    wh = torch.rand(g, 2, generator=gen, dtype=torch.float64) ** 2 * 300 - 10  # some inverted (negative)
+    gts = torch.cat([xy, xy + wh], 1)
+    special = torch.rand(g, 4, generator=gen) < 0.04
+    gts[special] = torch.tensor([float("nan"), INF, -INF, 1e30], dtype=torch.float64)[torch.randint(0, 4, (int(special.sum()),), generator=gen)]
+    args = (points.to(dtype), strides.to(dtype), ranges.to(dtype), gts.to(dtype))
+    idx, reg, ctr = nasx.ops.fcos_targets(*args, radius)
+    r_idx, r_reg, r_ctr = ref.fcos_targets(*args, radius)
+    assert torch.equal(idx, r_idx)
+    exact(reg, r_reg)
+    torch.testing.assert_close(ctr, r_ctr, equal_nan=True)
 
 
 @given(data=st.lists(gt_sets(max_g=12), min_size=1, max_size=4), radius=radii, use_counts=st.booleans())

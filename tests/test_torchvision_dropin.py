@@ -237,8 +237,6 @@ def test_focal_loss_agrees_with_torchvision_to_rounding(alpha, gamma, reduction)
     torch.testing.assert_close(ours, theirs, rtol=rtol, atol=atol)
 
 
-@pytest.mark.xfail(reason="the focal-loss kernel is being made bit-identical to torchvision (issue 17); "
-                          "until it lands it rounds differently -- see the README", strict=False)
 def test_focal_loss_bit_identical_to_torchvision():
     x, t = _logits()
     _exact(nasx.ops.sigmoid_focal_loss(x, t), tv.ops.sigmoid_focal_loss(x, t))

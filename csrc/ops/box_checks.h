@@ -3,10 +3,12 @@
 // Python's TypeError / ValueError.
 #pragma once
 
-#include <ATen/core/Tensor.h>
+#include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 
 #include <cmath>
+
+#include "ops/checks.h"
 
 namespace nasx::ops {
 
@@ -34,12 +36,6 @@ inline void check_idxs(const at::Tensor& idxs, const at::Tensor& boxes, const ch
                     ", got shape ", idxs.sizes());
 }
 
-inline void check_same_device(const at::Tensor& a, const char* a_name, const at::Tensor& b,
-                              const char* b_name, const char* op) {
-  TORCH_CHECK_VALUE(a.device() == b.device(), op, ": expected all tensors on one device, got ", a_name,
-                    " on ", a.device(), " and ", b_name, " on ", b.device());
-}
-
 inline void check_threshold(double value, const char* name, const char* op) {
   TORCH_CHECK_VALUE(!std::isnan(value), op, ": ", name, " must be a number, got nan");
 }
@@ -63,9 +59,27 @@ inline void check_nms_inputs(const at::Tensor& boxes, const at::Tensor& scores, 
   }
 }
 
-// float16/bfloat16 boxes are computed in float32: pixel-box areas overflow float16.
-inline at::ScalarType compute_dtype(at::ScalarType t) {
-  return t == at::kDouble ? at::kDouble : at::kFloat;
+// box_iou / generalized_box_iou: both box sets in the compute dtype, contiguous,
+// and the [N, M] output to fill.
+struct PairwiseProblem {
+  at::ScalarType out_dtype;
+  at::Tensor a, b, out;
+  int64_t n, m;
+
+  at::Tensor result() const { return out.scalar_type() == out_dtype ? out : out.to(out_dtype); }
+};
+
+inline PairwiseProblem prepare_pairwise(const at::Tensor& boxes1, const at::Tensor& boxes2, const char* op) {
+  check_pairwise_inputs(boxes1, boxes2, op);
+  PairwiseProblem p;
+  p.out_dtype = at::promote_types(boxes1.scalar_type(), boxes2.scalar_type());
+  const auto dtype = compute_dtype(p.out_dtype);
+  p.a = boxes1.to(dtype).contiguous();
+  p.b = boxes2.to(dtype).contiguous();
+  p.n = p.a.size(0);
+  p.m = p.b.size(0);
+  p.out = at::empty({p.n, p.m}, p.a.options());
+  return p;
 }
 
 }  // namespace nasx::ops

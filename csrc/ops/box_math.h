@@ -9,11 +9,7 @@
 #include <cmath>
 #include <limits>
 
-#if defined(__CUDACC__)
-#define NASX_HD __host__ __device__ __forceinline__
-#else
-#define NASX_HD inline
-#endif
+#include "ops/hd.h"
 
 namespace nasx::ops {
 

@@ -6,7 +6,7 @@
 #include <cmath>
 #include <cstdint>
 
-#include "ops/box_math.h"  // NASX_HD
+#include "ops/hd.h"
 
 namespace nasx::ops {
 

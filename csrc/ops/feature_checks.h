@@ -1,33 +1,18 @@
-// Input validation of the feature-map ops (roi_align, deform_conv2d), shared by
-// both backends. Messages name the op, the argument, what was expected and what
-// came; the exception types map to Python's TypeError / ValueError.
+// Input checks of the feature-map ops (roi_align, deform_conv2d) and roi_align's
+// prologue, shared by both backends (deform_conv2d's is in deform_conv2d_args.h).
+// Messages name the op, the argument, what was expected and what came; the
+// exception types map to Python's TypeError / ValueError.
 #pragma once
 
-#include <ATen/core/Tensor.h>
+#include <ATen/ATen.h>
 #include <c10/util/Exception.h>
 
+#include <cmath>
 #include <limits>
 
+#include "ops/checks.h"
+
 namespace nasx::ops {
-
-inline void check_float(const at::Tensor& t, const char* op, const char* name) {
-  TORCH_CHECK_TYPE(t.is_floating_point(), op, ": expected ", name,
-                   " to be a floating-point tensor (float16, bfloat16, float32 or float64), got ", t.scalar_type());
-}
-
-inline void check_dim(const at::Tensor& t, int64_t dim, const char* op, const char* name, const char* layout) {
-  TORCH_CHECK_VALUE(t.dim() == dim, op, ": expected ", name, " of shape ", layout, ", got shape ", t.sizes());
-}
-
-inline void check_device(const at::Tensor& a, const char* a_name, const at::Tensor& b, const char* b_name,
-                         const char* op) {
-  TORCH_CHECK_VALUE(a.device() == b.device(), op, ": expected all tensors on one device, got ", a_name, " on ",
-                    a.device(), " and ", b_name, " on ", b.device());
-}
-
-inline void check_positive(int64_t v, const char* op, const char* name) {
-  TORCH_CHECK_VALUE(v > 0, op, ": expected ", name, " > 0, got ", v);
-}
 
 // Kernels index inside one feature plane with 32-bit integers (and everything
 // across planes with 64-bit ones).
@@ -36,9 +21,78 @@ inline void check_plane(int64_t height, int64_t width, const char* op) {
                     ": a feature plane of ", height, " x ", width, " exceeds 2^31 elements");
 }
 
-// float16/bfloat16 feature maps are computed in float32 and the result cast back.
-inline at::ScalarType feature_compute_dtype(at::ScalarType t) {
-  return t == at::kDouble ? at::kDouble : at::kFloat;
+// --- roi_align -----------------------------------------------------------------
+
+inline void check_roi_align_args(const at::Tensor& rois, double spatial_scale, int64_t ph, int64_t pw,
+                                 const char* op) {
+  check_float(rois, op, "rois");
+  TORCH_CHECK_VALUE(rois.dim() == 2 && rois.size(1) == 5, op,
+                    ": expected rois of shape [K, 5] (batch index, x1, y1, x2, y2), got shape ", rois.sizes());
+  check_positive(ph, op, "pooled_height");
+  check_positive(pw, op, "pooled_width");
+  TORCH_CHECK_VALUE(std::isfinite(spatial_scale) && spatial_scale > 0, op,
+                    ": expected spatial_scale > 0, got ", spatial_scale);
+}
+
+// roi_align and its backward in the compute dtype: `data` is the input [N, C, H, W]
+// (forward) or the output gradient [K, C, ph, pw] (backward), `out` what the
+// kernel fills: the pooled output (uninitialised: every element is written) or the
+// input gradient (zeros: it is scattered into).
+struct RoiAlignProblem {
+  at::ScalarType in_dtype;
+  at::Tensor data, rois, out;
+  int64_t batch, channels, height, width, num_rois;
+
+  at::Tensor result() const { return out.to(in_dtype); }
+};
+
+inline RoiAlignProblem prepare_roi_align(const at::Tensor& input, const at::Tensor& rois, double spatial_scale,
+                                         int64_t ph, int64_t pw) {
+  const char* op = "roi_align";
+  check_float(input, op, "input");
+  check_dim(input, 4, op, "input", "[N, C, H, W]");
+  check_roi_align_args(rois, spatial_scale, ph, pw, op);
+  check_same_device(input, "input", rois, "rois", op);
+  check_plane(input.size(2), input.size(3), op);
+  RoiAlignProblem r;
+  r.in_dtype = input.scalar_type();
+  const auto dtype = compute_dtype(r.in_dtype);
+  r.data = input.to(dtype).contiguous();
+  r.rois = rois.to(dtype).contiguous();
+  r.batch = input.size(0);
+  r.channels = input.size(1);
+  r.height = input.size(2);
+  r.width = input.size(3);
+  r.num_rois = rois.size(0);
+  r.out = at::empty({r.num_rois, r.channels, ph, pw}, r.data.options());
+  return r;
+}
+
+inline RoiAlignProblem prepare_roi_align_backward(const at::Tensor& grad, const at::Tensor& rois,
+                                                  double spatial_scale, int64_t ph, int64_t pw, int64_t batch,
+                                                  int64_t channels, int64_t height, int64_t width) {
+  const char* op = "roi_align_backward";
+  check_float(grad, op, "grad");
+  check_roi_align_args(rois, spatial_scale, ph, pw, op);
+  check_same_device(grad, "grad", rois, "rois", op);
+  const int64_t num_rois = rois.size(0);
+  TORCH_CHECK_VALUE(grad.dim() == 4 && grad.size(0) == num_rois && grad.size(1) == channels && grad.size(2) == ph &&
+                        grad.size(3) == pw,
+                    op, ": expected grad of shape [", num_rois, ", ", channels, ", ", ph, ", ", pw, "], got shape ",
+                    grad.sizes());
+  check_plane(height, width, op);
+  RoiAlignProblem r;
+  r.in_dtype = grad.scalar_type();
+  const auto dtype = compute_dtype(r.in_dtype);
+  r.data = grad.to(dtype).contiguous();
+  r.rois = rois.to(dtype).contiguous();
+  r.batch = batch;
+  r.channels = channels;
+  r.height = height;
+  r.width = width;
+  r.num_rois = num_rois;
+  r.out = at::zeros({batch, channels, height, width}, r.data.options());
+  return r;
 }
 
 }  // namespace nasx::ops

@@ -7,17 +7,9 @@
 
 #include <cmath>
 
+#include "ops/checks.h"
+
 namespace nasx::ops {
-
-inline void check_float(const at::Tensor& t, const char* op, const char* name) {
-  TORCH_CHECK_TYPE(t.is_floating_point(), op, ": expected ", name,
-                   " to be a floating-point tensor (float16, bfloat16, float32 or float64), got ", t.scalar_type());
-}
-
-inline void check_integer(const at::Tensor& t, const char* op, const char* name) {
-  TORCH_CHECK_TYPE(!t.is_floating_point() && !t.is_complex() && t.scalar_type() != at::kBool, op, ": expected ",
-                   name, " to be an integer tensor, got ", t.scalar_type());
-}
 
 // objectives [N, M], M >= 1.
 inline void check_objectives(const at::Tensor& t, const char* op, const char* name) {
@@ -29,12 +21,6 @@ inline void check_objectives(const at::Tensor& t, const char* op, const char* na
 inline void check_vector(const at::Tensor& t, int64_t n, const char* op, const char* name, const char* n_means) {
   TORCH_CHECK_VALUE(t.dim() == 1 && t.size(0) == n, op, ": expected ", name, " of shape [", n_means, "] = [", n,
                     "], got shape ", t.sizes());
-}
-
-inline void check_same_device(const at::Tensor& a, const char* a_name, const at::Tensor& b, const char* b_name,
-                              const char* op) {
-  TORCH_CHECK_VALUE(a.device() == b.device(), op, ": expected all tensors on one device, got ", a_name, " on ",
-                    a.device(), " and ", b_name, " on ", b.device());
 }
 
 // hypervolume(points [N, M], reference [M]) on every backend. NaN is checked where
@@ -56,7 +42,41 @@ inline void check_no_nan(const at::Tensor& t, const char* op, const char* name) 
                     " contains NaN; Pareto ops need ordered values (drop or replace NaN rows first)");
 }
 
-// float16/bfloat16 are compared in float32 (exactly: every half value is a float).
-inline at::ScalarType pareto_dtype(at::ScalarType t) { return t == at::kDouble ? at::kDouble : at::kFloat; }
+// A floating-point [n] on the device of `like`, without NaN (costs, accuracies).
+inline void check_values(const at::Tensor& t, int64_t n, const at::Tensor& like, const char* like_name, const char* op,
+                         const char* name, const char* n_means) {
+  check_float(t, op, name);
+  check_vector(t, n, op, name, n_means);
+  check_same_device(like, like_name, t, name, op);
+  check_no_nan(t, op, name);
+}
+
+// crowding_distance(objectives [N, M], ranks [N]); NaN: see check_no_nan.
+inline void check_crowding_inputs(const at::Tensor& objectives, const at::Tensor& ranks) {
+  const char* op = "crowding_distance";
+  check_objectives(objectives, op, "objectives");
+  check_integer(ranks, op, "ranks");
+  check_vector(ranks, objectives.size(0), op, "ranks", "N");
+  check_same_device(objectives, "objectives", ranks, "ranks", op);
+}
+
+// partial_order_prune(candidates [K, D] int, candidate_cost [K], evaluated [N, D] int,
+// evaluated_cost [N], evaluated_acc [N]), NaN included.
+inline void check_prune_inputs(const at::Tensor& candidates, const at::Tensor& candidate_cost,
+                               const at::Tensor& evaluated, const at::Tensor& evaluated_cost,
+                               const at::Tensor& evaluated_acc) {
+  const char* op = "partial_order_prune";
+  check_integer(candidates, op, "candidates");
+  TORCH_CHECK_VALUE(candidates.dim() == 2, op, ": expected candidates of shape [K, D], got shape ",
+                    candidates.sizes());
+  check_integer(evaluated, op, "evaluated");
+  TORCH_CHECK_VALUE(evaluated.dim() == 2 && evaluated.size(1) == candidates.size(1), op,
+                    ": expected evaluated of shape [N, D] with D = candidates.size(1) = ", candidates.size(1),
+                    ", got shape ", evaluated.sizes());
+  check_same_device(candidates, "candidates", evaluated, "evaluated", op);
+  check_values(candidate_cost, candidates.size(0), candidates, "candidates", op, "candidate_cost", "K");
+  check_values(evaluated_cost, evaluated.size(0), candidates, "candidates", op, "evaluated_cost", "N");
+  check_values(evaluated_acc, evaluated.size(0), candidates, "candidates", op, "evaluated_acc", "N");
+}
 
 }  // namespace nasx::ops

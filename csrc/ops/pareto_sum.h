@@ -4,16 +4,12 @@
 
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#define NASX_HD __host__ __device__
-#else
-#define NASX_HD
-#endif
+#include "ops/hd.h"
 
 namespace nasx::ops {
 
 // Sum of a[0], a[stride], ..., a[(n-1) * stride] in numpy's order (n >= 0).
-NASX_HD inline double pairwise_sum(const double* a, int64_t n, int64_t stride) {
+NASX_HD_RECURSIVE double pairwise_sum(const double* a, int64_t n, int64_t stride) {
   if (n < 8) {
     double res = -0.0;
     for (int64_t i = 0; i < n; ++i) res += a[i * stride];

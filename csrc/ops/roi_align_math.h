@@ -5,7 +5,7 @@
 #include <cmath>
 #include <cstdint>
 
-#include "ops/box_math.h"  // NASX_HD
+#include "ops/hd.h"
 
 namespace nasx::ops {
 
@@ -108,6 +108,16 @@ NASX_HD Tap<T> bilinear_tap(int64_t height, int64_t width, T y, T x) {
   t.w[3] = ly * lx;
   t.empty = false;
   return t;
+}
+
+// Calls f(tap) for every bilinear sample of bin (i, j), in torchvision's order:
+// the setup that the forward and the backward of both backends share.
+template <typename T, typename F>
+NASX_HD void for_each_bin_tap(const RoiGeometry<T>& g, int i, int j, int64_t height, int64_t width, F&& f) {
+  for (int iy = 0; iy < g.grid_h; ++iy) {
+    const T y = g.sample_y(i, iy);
+    for (int ix = 0; ix < g.grid_w; ++ix) f(bilinear_tap<T>(height, width, y, g.sample_x(j, ix)));
+  }
 }
 
 }  // namespace nasx::ops

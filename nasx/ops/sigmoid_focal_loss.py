@@ -18,11 +18,9 @@ def sigmoid_focal_loss(
     One fused pass forward and one backward (torchvision runs ~12 tensor ops each way).
     Differentiable in ``inputs`` and, for soft labels, in ``targets``.
 
-    Not bit-identical to torchvision: the kernel evaluates BCE in its stable form
-    ``(1 - t) x - log_sigmoid(x)`` (one exp, one log1p), torchvision through
-    ``binary_cross_entropy_with_logits``, and the two round differently -- per element by
-    up to ~1e-4 relative where the loss is tiny (confident, correct logits), ~1e-7 relative
-    for the mean or sum. So ``gamma=0, alpha=-1`` agrees with BCE to rounding, not bit for bit.
+    Bit-identical to torchvision per element on CPU: the kernel runs torchvision's operations in
+    its order with the exp / log1p / pow torch's own CPU kernels use, so ``gamma=0, alpha=-1``
+    is binary cross-entropy with logits exactly. On CUDA: the same operations with CUDA's math.
     This wrapper adds no rounding of its own: it is ``torch.ops.nasx.sigmoid_focal_loss``
     with ``alpha`` and ``gamma`` as Python floats.
 

@@ -29,22 +29,16 @@ struct Positive {
 
 std::tuple<at::Tensor, at::Tensor> atss_assign_cpu(const at::Tensor& anchors_in, at::IntArrayRef per_level,
                                                    const at::Tensor& gt_in, int64_t topk) {
-  const char* op = "atss_assign";
-  check_atss_inputs(anchors_in, per_level, gt_in, topk, op);
-  const auto out_dtype = at::promote_types(anchors_in.scalar_type(), gt_in.scalar_type());
-  const auto dtype = compute_dtype(out_dtype);
-  const auto anchors = anchors_in.to(dtype).contiguous();
-  const auto gts = gt_in.to(dtype).contiguous();
-  const int64_t n = anchors.size(0), m = gts.size(0);
-  auto matched = at::full({n}, -1, anchors.options().dtype(at::kLong));
-  auto assigned_iou = at::zeros({n}, anchors.options());
-  if (n == 0 || m == 0) return {matched, assigned_iou.to(out_dtype)};
+  auto in = prepare_atss_assign(anchors_in, per_level, gt_in, topk);
+  in.clear();  // positives are written below; everything else is background
+  if (in.n == 0 || in.m == 0) return in.result();
+  const int64_t n = in.n, m = in.m;
   std::vector<int64_t> level_begin(per_level.size() + 1, 0);
   for (size_t l = 0; l < per_level.size(); ++l) level_begin[l + 1] = level_begin[l] + per_level[l];
-  AT_DISPATCH_FLOATING_TYPES(dtype, "atss_assign", [&] {
+  AT_DISPATCH_FLOATING_TYPES(in.dtype, "atss_assign", [&] {
     using T = scalar_t;
-    const T* pa = anchors.const_data_ptr<T>();
-    const T* pg = gts.const_data_ptr<T>();
+    const T* pa = in.anchors.const_data_ptr<T>();
+    const T* pg = in.gts.const_data_ptr<T>();
     std::vector<T> acx(n), acy(n), aarea(n);
     for (int64_t j = 0; j < n; ++j) {
       const T* a = pa + 4 * j;
@@ -99,8 +93,8 @@ std::tuple<at::Tensor, at::Tensor> atss_assign_cpu(const at::Tensor& anchors_in,
         }
       }
     });
-    int64_t* pm = matched.mutable_data_ptr<int64_t>();
-    T* pv = assigned_iou.mutable_data_ptr<T>();
+    int64_t* pm = in.index.mutable_data_ptr<int64_t>();
+    T* pv = in.value.mutable_data_ptr<T>();
     for (int64_t g = 0; g < m; ++g) {  // GT order: ties in IoU keep the lower GT index
       for (const auto& p : positives[g]) {
         if (pm[p.anchor] < 0 || p.iou > pv[p.anchor]) {
@@ -110,7 +104,7 @@ std::tuple<at::Tensor, at::Tensor> atss_assign_cpu(const at::Tensor& anchors_in,
       }
     }
   });
-  return {matched, assigned_iou.scalar_type() == out_dtype ? assigned_iou : assigned_iou.to(out_dtype)};
+  return in.result();
 }
 
 }  // namespace

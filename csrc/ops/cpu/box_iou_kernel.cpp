@@ -66,18 +66,13 @@ NASX_SIMD_CLONES void giou_row(const double* a, const BoxColumns<double>& b, int
 
 template <bool Generalized>
 at::Tensor pairwise_cpu(const at::Tensor& boxes1, const at::Tensor& boxes2, const char* op) {
-  check_pairwise_inputs(boxes1, boxes2, op);
-  const auto out_dtype = at::promote_types(boxes1.scalar_type(), boxes2.scalar_type());
-  const auto dtype = compute_dtype(out_dtype);
-  const auto a = boxes1.to(dtype).contiguous();
-  const auto b = boxes2.to(dtype).contiguous();
-  const int64_t n = a.size(0), m = b.size(0);
-  auto out = at::empty({n, m}, a.options());
-  if (n == 0 || m == 0) return out.to(out_dtype);
-  AT_DISPATCH_FLOATING_TYPES(dtype, "nasx_box_op", [&] {
-    const BoxColumns<scalar_t> cols(b.const_data_ptr<scalar_t>(), m);
-    const scalar_t* pa = a.const_data_ptr<scalar_t>();
-    scalar_t* po = out.mutable_data_ptr<scalar_t>();
+  auto pr = prepare_pairwise(boxes1, boxes2, op);
+  const int64_t n = pr.n, m = pr.m;
+  if (n == 0 || m == 0) return pr.result();
+  AT_DISPATCH_FLOATING_TYPES(pr.a.scalar_type(), "nasx_box_op", [&] {
+    const BoxColumns<scalar_t> cols(pr.b.const_data_ptr<scalar_t>(), m);
+    const scalar_t* pa = pr.a.const_data_ptr<scalar_t>();
+    scalar_t* po = pr.out.mutable_data_ptr<scalar_t>();
     const int64_t grain = std::max<int64_t>(1, 16384 / m);
     at::parallel_for(0, n, grain, [&](int64_t begin, int64_t end) {
       for (int64_t i = begin; i < end; ++i) {
@@ -89,7 +84,7 @@ at::Tensor pairwise_cpu(const at::Tensor& boxes1, const at::Tensor& boxes2, cons
       }
     });
   });
-  return out.scalar_type() == out_dtype ? out : out.to(out_dtype);
+  return pr.result();
 }
 
 at::Tensor box_iou_cpu(const at::Tensor& boxes1, const at::Tensor& boxes2) {

@@ -22,14 +22,6 @@
 namespace nasx::ops {
 namespace {
 
-void check_crowding_inputs(const at::Tensor& objectives, const at::Tensor& ranks) {
-  const char* op = "crowding_distance";
-  check_objectives(objectives, op, "objectives");
-  check_integer(ranks, op, "ranks");
-  check_vector(ranks, objectives.size(0), op, "ranks", "N");
-  check_same_device(objectives, "objectives", ranks, "ranks", op);
-}
-
 // Terms of objective j for the front `members` (increasing indices), into terms[i * m + j].
 void front_terms(const double* x, int64_t m, int64_t j, const int64_t* members, int64_t size, double* terms) {
   constexpr double inf = std::numeric_limits<double>::infinity();
@@ -89,7 +81,7 @@ at::Tensor crowding_distance_cpu(const at::Tensor& objectives_in, const at::Tens
       cd[i] = size <= 2 ? std::numeric_limits<double>::infinity() : pairwise_sum(&terms[i * m], m, 1) / m;
     }
   }
-  return out.to(pareto_dtype(objectives_in.scalar_type()));
+  return out.to(compute_dtype(objectives_in.scalar_type()));
 }
 
 }  // namespace

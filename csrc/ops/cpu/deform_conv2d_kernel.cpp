@@ -33,24 +33,6 @@ namespace {
 constexpr int64_t kMaxBlocks = 8;                // channel blocks per offset group (backward)
 constexpr int64_t kChunkBudget = int64_t(1) << 24;  // elements of per-chunk buffers
 
-struct Prepared {
-  DeformConvShape s;
-  at::Tensor input, weight, offset, mask;  // contiguous, in the compute dtype; mask undefined if unused
-};
-
-Prepared prepare(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& offset,
-                 const std::optional<at::Tensor>& mask, const std::optional<at::Tensor>& bias, int64_t stride_h,
-                 int64_t stride_w, int64_t pad_h, int64_t pad_w, int64_t dil_h, int64_t dil_w, const char* op) {
-  Prepared p;
-  p.s = deform_conv2d_shape(input, weight, offset, mask, bias, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, op);
-  const auto dtype = feature_compute_dtype(input.scalar_type());
-  p.input = input.to(dtype).contiguous();
-  p.weight = weight.to(dtype).contiguous();
-  p.offset = offset.to(dtype).contiguous();
-  if (p.s.use_mask) p.mask = mask->to(dtype).contiguous();
-  return p;
-}
-
 // Channel blocks: offset group g, block q covers channels [begin, end).
 struct Blocks {
   int64_t per_group, cgo;
@@ -197,23 +179,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> deform_co
     const at::Tensor& grad_in, const at::Tensor& input_in, const at::Tensor& weight_in, const at::Tensor& offset_in,
     const std::optional<at::Tensor>& mask_in, int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w,
     int64_t dil_h, int64_t dil_w) {
-  const char* op = "deform_conv2d_backward";
   c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
-  const auto pr = prepare(input_in, weight_in, offset_in, mask_in, std::nullopt, stride_h, stride_w, pad_h, pad_w,
-                          dil_h, dil_w, op);
+  const auto pr = prepare_backward(grad_in, input_in, weight_in, offset_in, mask_in, stride_h, stride_w, pad_h, pad_w,
+                                   dil_h, dil_w);
   const auto& s = pr.s;
-  check_float(grad_in, op, "grad");
-  TORCH_CHECK_VALUE(grad_in.dim() == 4 && grad_in.size(0) == s.batch && grad_in.size(1) == s.out_ch &&
-                        grad_in.size(2) == s.out_h && grad_in.size(3) == s.out_w,
-                    op, ": expected grad of shape [", s.batch, ", ", s.out_ch, ", ", s.out_h, ", ", s.out_w,
-                    "], got shape ", grad_in.sizes());
   const auto opts = pr.input.options();
-  const auto grad = grad_in.to(opts.dtype()).contiguous();
-  auto grad_input = at::zeros_like(pr.input);
-  auto grad_weight = at::zeros_like(pr.weight);
-  auto grad_offset = at::zeros_like(pr.offset);
-  auto grad_mask = s.use_mask ? at::zeros_like(pr.mask) : at::zeros({0}, opts);
-  auto grad_bias = grad.sum({0, 2, 3});
+  const auto& grad = pr.grad;
+  auto gr = pr.zero_grads();
+  auto& grad_input = gr.input;
+  auto& grad_weight = gr.weight;
+  auto& grad_offset = gr.offset;
+  auto& grad_mask = gr.mask;
   const int64_t K = s.taps(), P = s.pixels(), cgk = s.in_per_group() * K, og = s.out_per_group();
   const int64_t plane = s.height * s.width;
   const Blocks blocks(s, kMaxBlocks);
@@ -355,9 +331,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> deform_co
       }
     });
   }
-  const auto dt = input_in.scalar_type();
-  return {grad_input.to(dt), grad_weight.to(weight_in.scalar_type()), grad_offset.to(offset_in.scalar_type()),
-          s.use_mask ? grad_mask.to(mask_in->scalar_type()) : grad_mask.to(dt), grad_bias.to(dt)};
+  return pr.result(gr);
 }
 
 }  // namespace

@@ -498,7 +498,7 @@ at::Tensor hypervolume_cpu(const at::Tensor& points_in, const at::Tensor& refere
     if (inside) s.x.insert(s.x.end(), p, p + d);
   }
   const double volume = hv_rec(d >= 5 ? nondominated(s) : s, ref, /*parallel=*/true);
-  const auto out_dtype = pareto_dtype(at::promote_types(points_in.scalar_type(), reference_in.scalar_type()));
+  const auto out_dtype = compute_dtype(at::promote_types(points_in.scalar_type(), reference_in.scalar_type()));
   return at::scalar_tensor(volume, points_in.options().dtype(out_dtype));
 }
 

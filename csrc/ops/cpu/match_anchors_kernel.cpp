@@ -66,24 +66,13 @@ NASX_SIMD_CLONES void anchor_col(const Cols<double>& g, const double* a, double 
 std::tuple<at::Tensor, at::Tensor> match_anchors_cpu(const at::Tensor& anchors_in, const at::Tensor& gt_in,
                                                      double high_threshold, double low_threshold,
                                                      bool allow_low_quality_matches) {
-  const char* op = "match_anchors";
-  check_match_inputs(anchors_in, gt_in, high_threshold, low_threshold, op);
-  const auto out_dtype = at::promote_types(anchors_in.scalar_type(), gt_in.scalar_type());
-  const auto dtype = compute_dtype(out_dtype);
-  const auto anchors = anchors_in.to(dtype).contiguous();
-  const auto gts = gt_in.to(dtype).contiguous();
-  const int64_t n = anchors.size(0), m = gts.size(0);
-  auto matched = at::empty({n}, anchors.options().dtype(at::kLong));
-  auto max_iou = at::empty({n}, anchors.options());
-  if (m == 0) {  // no GT: every anchor is background (torchvision's Matcher raises instead)
-    matched.fill_(-1);
-    max_iou.zero_();
-    return {matched, max_iou.to(out_dtype)};
-  }
-  AT_DISPATCH_FLOATING_TYPES(dtype, "match_anchors", [&] {
+  auto in = prepare_match_anchors(anchors_in, gt_in, high_threshold, low_threshold);
+  if (in.m == 0) return in.background();  // no GT (torchvision's Matcher raises instead)
+  const int64_t n = in.n, m = in.m;
+  AT_DISPATCH_FLOATING_TYPES(in.dtype, "match_anchors", [&] {
     using T = scalar_t;
-    const T* pa = anchors.const_data_ptr<T>();
-    const T* pg = gts.const_data_ptr<T>();
+    const T* pa = in.anchors.const_data_ptr<T>();
+    const T* pg = in.gts.const_data_ptr<T>();
     const Cols<T> gcols(pg, m);
     std::vector<T> gt_best(m);
     if (allow_low_quality_matches && n > 0) {
@@ -107,8 +96,8 @@ std::tuple<at::Tensor, at::Tensor> match_anchors_cpu(const at::Tensor& anchors_i
       });
     }
     const T high = static_cast<T>(high_threshold), low = static_cast<T>(low_threshold);
-    int64_t* pm = matched.mutable_data_ptr<int64_t>();
-    T* pv = max_iou.mutable_data_ptr<T>();
+    int64_t* pm = in.index.mutable_data_ptr<int64_t>();
+    T* pv = in.value.mutable_data_ptr<T>();
     at::parallel_for(0, n, std::max<int64_t>(1, 16384 / m), [&](int64_t b, int64_t e) {
       std::vector<T> col(m);
       for (int64_t j = b; j < e; ++j) {
@@ -128,7 +117,7 @@ std::tuple<at::Tensor, at::Tensor> match_anchors_cpu(const at::Tensor& anchors_i
       }
     });
   });
-  return {matched, max_iou.scalar_type() == out_dtype ? max_iou : max_iou.to(out_dtype)};
+  return in.result();
 }
 
 }  // namespace

@@ -380,7 +380,7 @@ void rank_nd(const T* x, int64_t n, int64_t m, int64_t* rank) {
 
 at::Tensor non_dominated_sort_cpu(const at::Tensor& objectives_in) {
   check_objectives(objectives_in, "non_dominated_sort", "objectives");
-  const auto x = objectives_in.to(pareto_dtype(objectives_in.scalar_type())).contiguous();
+  const auto x = objectives_in.to(compute_dtype(objectives_in.scalar_type())).contiguous();
   const int64_t n = x.size(0), m = x.size(1);
   auto ranks = at::zeros({n}, x.options().dtype(at::kLong));
   if (n == 0) return ranks;

@@ -27,31 +27,6 @@
 namespace nasx::ops {
 namespace {
 
-void check_prune_inputs(const at::Tensor& candidates, const at::Tensor& candidate_cost, const at::Tensor& evaluated,
-                        const at::Tensor& evaluated_cost, const at::Tensor& evaluated_acc) {
-  const char* op = "partial_order_prune";
-  check_integer(candidates, op, "candidates");
-  TORCH_CHECK_VALUE(candidates.dim() == 2, op, ": expected candidates of shape [K, D], got shape ",
-                    candidates.sizes());
-  check_integer(evaluated, op, "evaluated");
-  TORCH_CHECK_VALUE(evaluated.dim() == 2 && evaluated.size(1) == candidates.size(1), op,
-                    ": expected evaluated of shape [N, D] with D = candidates.size(1) = ", candidates.size(1),
-                    ", got shape ", evaluated.sizes());
-  check_float(candidate_cost, op, "candidate_cost");
-  check_vector(candidate_cost, candidates.size(0), op, "candidate_cost", "K");
-  check_float(evaluated_cost, op, "evaluated_cost");
-  check_vector(evaluated_cost, evaluated.size(0), op, "evaluated_cost", "N");
-  check_float(evaluated_acc, op, "evaluated_acc");
-  check_vector(evaluated_acc, evaluated.size(0), op, "evaluated_acc", "N");
-  check_same_device(candidates, "candidates", candidate_cost, "candidate_cost", op);
-  check_same_device(candidates, "candidates", evaluated, "evaluated", op);
-  check_same_device(candidates, "candidates", evaluated_cost, "evaluated_cost", op);
-  check_same_device(candidates, "candidates", evaluated_acc, "evaluated_acc", op);
-  check_no_nan(candidate_cost, op, "candidate_cost");
-  check_no_nan(evaluated_cost, op, "evaluated_cost");
-  check_no_nan(evaluated_acc, op, "evaluated_acc");
-}
-
 // For each dimension: the distinct evaluated values and, per value index, the
 // bitset (in accuracy order) of the evaluated architectures at or above it.
 struct UpSets {

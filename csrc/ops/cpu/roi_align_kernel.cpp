@@ -34,117 +34,98 @@ void roi_taps(const RoiGeometry<T>& g, int64_t ph, int64_t pw, int64_t height, i
   taps.clear();
   for (int64_t i = 0; i < ph; ++i) {
     for (int64_t j = 0; j < pw; ++j) {
-      for (int iy = 0; iy < g.grid_h; ++iy) {
-        const T y = g.sample_y(static_cast<int>(i), iy);
-        for (int ix = 0; ix < g.grid_w; ++ix) {
-          taps.push_back(bilinear_tap<T>(height, width, y, g.sample_x(static_cast<int>(j), ix)));
-        }
-      }
+      for_each_bin_tap(g, static_cast<int>(i), static_cast<int>(j), height, width,
+                       [&](const Tap<T>& t) { taps.push_back(t); });
     }
   }
 }
 
-void check_roi_align_args(const at::Tensor& rois, double spatial_scale, int64_t ph, int64_t pw, const char* op) {
-  check_float(rois, op, "rois");
-  TORCH_CHECK_VALUE(rois.dim() == 2 && rois.size(1) == 5, op,
-                    ": expected rois of shape [K, 5] (batch index, x1, y1, x2, y2), got shape ", rois.sizes());
-  check_positive(ph, op, "pooled_height");
-  check_positive(pw, op, "pooled_width");
-  TORCH_CHECK_VALUE(std::isfinite(spatial_scale) && spatial_scale > 0, op,
-                    ": expected spatial_scale > 0, got ", spatial_scale);
-}
+// One RoI at a time: its geometry and the taps of every sample of every bin,
+// bin-major in torchvision's order (per_bin taps a bin), computed once and then
+// applied to every channel; the forward and the backward both walk RoIs with it.
+template <typename T>
+struct RoiTaps {
+  const T* rois;
+  T scale;
+  int64_t ph, pw, sampling_ratio, batch, height, width;
+  bool aligned;
+  RoiGeometry<T> g;
+  int64_t per_bin = 0;
+  std::vector<Tap<T>> taps;
+
+  RoiTaps(const RoiAlignProblem& pr, double spatial_scale, int64_t ph_, int64_t pw_, int64_t sampling_ratio_,
+          bool aligned_)
+      : rois(pr.rois.const_data_ptr<T>()), scale(static_cast<T>(spatial_scale)), ph(ph_), pw(pw_),
+        sampling_ratio(sampling_ratio_), batch(pr.batch), height(pr.height), width(pr.width), aligned(aligned_) {}
+
+  void load(int64_t n) {
+    g = geometry_of(rois, n, scale, ph, pw, sampling_ratio, aligned, batch);
+    roi_taps(g, ph, pw, height, width, taps);
+    per_bin = static_cast<int64_t>(g.grid_h) * g.grid_w;
+  }
+  const Tap<T>* bin_begin(int64_t b) const { return taps.data() + b * per_bin; }
+  const Tap<T>* bin_end(int64_t b) const { return taps.data() + (b + 1) * per_bin; }
+};
 
 at::Tensor roi_align_cpu(const at::Tensor& input_in, const at::Tensor& rois_in, double spatial_scale, int64_t ph,
                          int64_t pw, int64_t sampling_ratio, bool aligned) {
-  const char* op = "roi_align";
-  check_float(input_in, op, "input");
-  check_dim(input_in, 4, op, "input", "[N, C, H, W]");
-  check_roi_align_args(rois_in, spatial_scale, ph, pw, op);
-  check_device(input_in, "input", rois_in, "rois", op);
-  const auto dtype = feature_compute_dtype(input_in.scalar_type());
-  const auto input = input_in.to(dtype).contiguous();
-  const auto rois = rois_in.to(dtype).contiguous();
-  const int64_t batch = input.size(0), channels = input.size(1), height = input.size(2), width = input.size(3);
-  check_plane(height, width, op);
-  const int64_t num_rois = rois.size(0);
-  auto output = at::zeros({num_rois, channels, ph, pw}, input.options());
-  if (num_rois == 0 || channels == 0) return output.to(input_in.scalar_type());
-  AT_DISPATCH_FLOATING_TYPES(dtype, "roi_align", [&] {
-    const scalar_t* in = input.const_data_ptr<scalar_t>();
-    const scalar_t* r = rois.const_data_ptr<scalar_t>();
-    scalar_t* out = output.mutable_data_ptr<scalar_t>();
-    const auto scale = static_cast<scalar_t>(spatial_scale);
-    const int64_t bins = ph * pw, plane = height * width;
+  auto pr = prepare_roi_align(input_in, rois_in, spatial_scale, ph, pw);
+  const int64_t channels = pr.channels, num_rois = pr.num_rois;
+  if (pr.out.numel() == 0) return pr.result();
+  AT_DISPATCH_FLOATING_TYPES(pr.data.scalar_type(), "roi_align", [&] {
+    const scalar_t* in = pr.data.const_data_ptr<scalar_t>();
+    scalar_t* out = pr.out.mutable_data_ptr<scalar_t>();
+    const int64_t bins = ph * pw, plane = pr.height * pr.width;
     at::parallel_for(0, num_rois, 1, [&](int64_t begin, int64_t end) {
-      std::vector<Tap<scalar_t>> taps;
+      RoiTaps<scalar_t> roi(pr, spatial_scale, ph, pw, sampling_ratio, aligned);
       for (int64_t n = begin; n < end; ++n) {
-        const auto g = geometry_of(r, n, scale, ph, pw, sampling_ratio, aligned, batch);
-        roi_taps(g, ph, pw, height, width, taps);
-        const int64_t per_bin = static_cast<int64_t>(g.grid_h) * g.grid_w;
+        roi.load(n);
         for (int64_t c = 0; c < channels; ++c) {
-          const scalar_t* p = in + (g.batch * channels + c) * plane;
+          const scalar_t* p = in + (roi.g.batch * channels + c) * plane;
           scalar_t* o = out + (n * channels + c) * bins;
           for (int64_t b = 0; b < bins; ++b) {
             scalar_t acc = 0;
-            for (int64_t s = b * per_bin, e = s + per_bin; s < e; ++s) {
-              const auto& t = taps[s];
-              acc += t.w[0] * p[t.pos[0]] + t.w[1] * p[t.pos[1]] + t.w[2] * p[t.pos[2]] + t.w[3] * p[t.pos[3]];
+            for (const Tap<scalar_t>* t = roi.bin_begin(b); t != roi.bin_end(b); ++t) {
+              acc += t->w[0] * p[t->pos[0]] + t->w[1] * p[t->pos[1]] + t->w[2] * p[t->pos[2]] + t->w[3] * p[t->pos[3]];
             }
-            o[b] = acc / g.count;
+            o[b] = acc / roi.g.count;
           }
         }
       }
     });
   });
-  return output.to(input_in.scalar_type());
+  return pr.result();
 }
 
 at::Tensor roi_align_backward_cpu(const at::Tensor& grad_in, const at::Tensor& rois_in, double spatial_scale,
                                   int64_t ph, int64_t pw, int64_t batch, int64_t channels, int64_t height,
                                   int64_t width, int64_t sampling_ratio, bool aligned) {
-  const char* op = "roi_align_backward";
-  check_float(grad_in, op, "grad");
-  check_roi_align_args(rois_in, spatial_scale, ph, pw, op);
-  check_device(grad_in, "grad", rois_in, "rois", op);
-  const int64_t num_rois = rois_in.size(0);
-  TORCH_CHECK_VALUE(grad_in.dim() == 4 && grad_in.size(0) == num_rois && grad_in.size(1) == channels &&
-                        grad_in.size(2) == ph && grad_in.size(3) == pw,
-                    op, ": expected grad of shape [", num_rois, ", ", channels, ", ", ph, ", ", pw, "], got shape ",
-                    grad_in.sizes());
-  check_plane(height, width, op);
-  const auto dtype = feature_compute_dtype(grad_in.scalar_type());
-  const auto grad = grad_in.to(dtype).contiguous();
-  const auto rois = rois_in.to(dtype).contiguous();
-  auto grad_input = at::zeros({batch, channels, height, width}, grad.options());
-  if (num_rois == 0 || channels == 0) return grad_input.to(grad_in.scalar_type());
-  AT_DISPATCH_FLOATING_TYPES(dtype, "roi_align_backward", [&] {
-    const scalar_t* go = grad.const_data_ptr<scalar_t>();
-    const scalar_t* r = rois.const_data_ptr<scalar_t>();
-    scalar_t* gi = grad_input.mutable_data_ptr<scalar_t>();
-    const auto scale = static_cast<scalar_t>(spatial_scale);
+  auto pr = prepare_roi_align_backward(grad_in, rois_in, spatial_scale, ph, pw, batch, channels, height, width);
+  const int64_t num_rois = pr.num_rois;
+  if (num_rois == 0 || channels == 0) return pr.result();
+  AT_DISPATCH_FLOATING_TYPES(pr.data.scalar_type(), "roi_align_backward", [&] {
+    const scalar_t* go = pr.data.const_data_ptr<scalar_t>();
+    scalar_t* gi = pr.out.mutable_data_ptr<scalar_t>();
     const int64_t bins = ph * pw, plane = height * width;
     at::parallel_for(0, channels, 1, [&](int64_t c0, int64_t c1) {
-      std::vector<Tap<scalar_t>> taps;
+      RoiTaps<scalar_t> roi(pr, spatial_scale, ph, pw, sampling_ratio, aligned);
       for (int64_t n = 0; n < num_rois; ++n) {
-        const auto g = geometry_of(r, n, scale, ph, pw, sampling_ratio, aligned, batch);
-        roi_taps(g, ph, pw, height, width, taps);
-        const int64_t per_bin = static_cast<int64_t>(g.grid_h) * g.grid_w;
+        roi.load(n);
         for (int64_t c = c0; c < c1; ++c) {
-          scalar_t* p = gi + (g.batch * channels + c) * plane;
+          scalar_t* p = gi + (roi.g.batch * channels + c) * plane;
           const scalar_t* o = go + (n * channels + c) * bins;
           for (int64_t b = 0; b < bins; ++b) {
             const scalar_t gb = o[b];
-            for (int64_t s = b * per_bin, e = s + per_bin; s < e; ++s) {
-              const auto& t = taps[s];
-              if (t.empty) continue;
-              for (int k = 0; k < 4; ++k) p[t.pos[k]] += gb * t.w[k] / g.count;
+            for (const Tap<scalar_t>* t = roi.bin_begin(b); t != roi.bin_end(b); ++t) {
+              if (t->empty) continue;
+              for (int k = 0; k < 4; ++k) p[t->pos[k]] += gb * t->w[k] / roi.g.count;
             }
           }
         }
       }
     });
   });
-  return grad_input.to(grad_in.scalar_type());
+  return pr.result();
 }
 
 }  // namespace

@@ -148,35 +148,30 @@ unsigned blocks_for(int64_t n) { return static_cast<unsigned>((n + kThreads - 1)
 
 std::tuple<at::Tensor, at::Tensor> atss_assign_cuda(const at::Tensor& anchors_in, at::IntArrayRef per_level,
                                                     const at::Tensor& gt_in, int64_t topk) {
-  const char* op = "atss_assign";
-  check_atss_inputs(anchors_in, per_level, gt_in, topk, op);
   c10::cuda::CUDAGuard guard(anchors_in.device());
-  const auto out_dtype = at::promote_types(anchors_in.scalar_type(), gt_in.scalar_type());
-  const auto dtype = compute_dtype(out_dtype);
-  const auto anchors = anchors_in.to(dtype).contiguous();
-  const auto gts = gt_in.to(dtype).contiguous();
-  const int64_t n = anchors.size(0), m = gts.size(0);
-  auto matched = at::full({n}, -1, anchors.options().dtype(at::kLong));
-  auto assigned_iou = at::zeros({n}, anchors.options());
-  if (n == 0 || m == 0) return {matched, assigned_iou.to(out_dtype)};
+  auto in = prepare_atss_assign(anchors_in, per_level, gt_in, topk);
+  if (in.n == 0 || in.m == 0) return in.background();
+  in.value.zero_();  // claimed anchors get their IoU; finish_kernel writes every index
+  const int64_t n = in.n, m = in.m;
+  const auto& anchors = in.anchors;
   std::vector<int64_t> begin(per_level.size() + 1, 0);
   int64_t max_cands = 0;
   for (size_t l = 0; l < per_level.size(); ++l) {
     begin[l + 1] = begin[l] + per_level[l];
     max_cands += std::min<int64_t>(topk, per_level[l]);
   }
-  TORCH_CHECK_VALUE(max_cands * static_cast<int64_t>(sizeof(int64_t)) <= 32768, op,
-                    ": at most 4096 candidates per GT on CUDA (topk x levels), got ", max_cands);
+  TORCH_CHECK_VALUE(max_cands * static_cast<int64_t>(sizeof(int64_t)) <= 32768,
+                    "atss_assign: at most 4096 candidates per GT on CUDA (topk x levels), got ", max_cands);
   auto level_begin = at::tensor(begin, at::kLong).to(anchors.device(), /*non_blocking=*/true);
   auto cand_anchor = at::empty({m * max_cands}, anchors.options().dtype(at::kLong));
   auto cand_iou = at::empty({m * max_cands}, anchors.options());
   auto owner = at::full({n}, -1, anchors.options().dtype(at::kLong));  // all ones: kNoOwner
   auto stream = at::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES(dtype, "atss_assign", [&] {
+  AT_DISPATCH_FLOATING_TYPES(in.dtype, "atss_assign", [&] {
     using T = scalar_t;
     auto best = at::zeros({n}, anchors.options().dtype(sizeof(T) == 4 ? at::kInt : at::kLong));  // below every key
     atss_candidates_kernel<T><<<static_cast<unsigned>(m), kThreads, max_cands * sizeof(int64_t), stream>>>(
-        anchors.const_data_ptr<T>(), gts.const_data_ptr<T>(), level_begin.const_data_ptr<int64_t>(),
+        anchors.const_data_ptr<T>(), in.gts.const_data_ptr<T>(), level_begin.const_data_ptr<int64_t>(),
         static_cast<int64_t>(per_level.size()), topk, max_cands, static_cast<T>(kAtssInsideEps),
         cand_anchor.mutable_data_ptr<int64_t>(), cand_iou.mutable_data_ptr<T>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -188,14 +183,14 @@ std::tuple<at::Tensor, at::Tensor> atss_assign_cuda(const at::Tensor& anchors_in
     C10_CUDA_KERNEL_LAUNCH_CHECK();
     owner_kernel<T><<<blocks_for(total), kThreads, 0, stream>>>(
         cand_anchor.const_data_ptr<int64_t>(), cand_iou.const_data_ptr<T>(), total, max_cands, best_ptr,
-        reinterpret_cast<unsigned long long*>(owner.mutable_data_ptr<int64_t>()), assigned_iou.mutable_data_ptr<T>());
+        reinterpret_cast<unsigned long long*>(owner.mutable_data_ptr<int64_t>()), in.value.mutable_data_ptr<T>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   finish_kernel<<<blocks_for(n), kThreads, 0, stream>>>(
       reinterpret_cast<const unsigned long long*>(owner.const_data_ptr<int64_t>()), n,
-      matched.mutable_data_ptr<int64_t>());
+      in.index.mutable_data_ptr<int64_t>());
   C10_CUDA_KERNEL_LAUNCH_CHECK();
-  return {matched, assigned_iou.scalar_type() == out_dtype ? assigned_iou : assigned_iou.to(out_dtype)};
+  return in.result();
 }
 
 }  // namespace

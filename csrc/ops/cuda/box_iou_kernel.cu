@@ -35,24 +35,19 @@ __global__ void pairwise_kernel(const T* __restrict__ a, const T* __restrict__ b
 
 template <bool Generalized>
 at::Tensor pairwise_cuda(const at::Tensor& boxes1, const at::Tensor& boxes2, const char* op) {
-  check_pairwise_inputs(boxes1, boxes2, op);
   c10::cuda::CUDAGuard guard(boxes1.device());
-  const auto out_dtype = at::promote_types(boxes1.scalar_type(), boxes2.scalar_type());
-  const auto dtype = compute_dtype(out_dtype);
-  const auto a = boxes1.to(dtype).contiguous();
-  const auto b = boxes2.to(dtype).contiguous();
-  const int64_t n = a.size(0), m = b.size(0);
-  auto out = at::empty({n, m}, a.options());
-  if (n == 0 || m == 0) return out.to(out_dtype);
+  auto pr = prepare_pairwise(boxes1, boxes2, op);
+  const int64_t n = pr.n, m = pr.m;
+  if (n == 0 || m == 0) return pr.result();
   const int threads = 256;
   const int64_t blocks = std::min<int64_t>((n * m + threads - 1) / threads, 1 << 20);
   auto stream = at::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES(dtype, "nasx_box_op", [&] {
+  AT_DISPATCH_FLOATING_TYPES(pr.a.scalar_type(), "nasx_box_op", [&] {
     pairwise_kernel<scalar_t, Generalized><<<blocks, threads, 0, stream>>>(
-        a.const_data_ptr<scalar_t>(), b.const_data_ptr<scalar_t>(), n, m, out.mutable_data_ptr<scalar_t>());
+        pr.a.const_data_ptr<scalar_t>(), pr.b.const_data_ptr<scalar_t>(), n, m, pr.out.mutable_data_ptr<scalar_t>());
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
-  return out.scalar_type() == out_dtype ? out : out.to(out_dtype);
+  return pr.result();
 }
 
 at::Tensor box_iou_cuda(const at::Tensor& boxes1, const at::Tensor& boxes2) {

@@ -48,13 +48,10 @@ __global__ void sum_kernel(const double* __restrict__ terms, const int64_t* __re
 
 at::Tensor crowding_distance_cuda(const at::Tensor& objectives_in, const at::Tensor& ranks_in) {
   const char* op = "crowding_distance";
-  check_objectives(objectives_in, op, "objectives");
-  check_integer(ranks_in, op, "ranks");
-  check_vector(ranks_in, objectives_in.size(0), op, "ranks", "N");
-  check_same_device(objectives_in, "objectives", ranks_in, "ranks", op);
+  check_crowding_inputs(objectives_in, ranks_in);
   c10::cuda::CUDAGuard guard(objectives_in.device());
   const int64_t n = objectives_in.size(0), m = objectives_in.size(1);
-  const auto out_dtype = pareto_dtype(objectives_in.scalar_type());
+  const auto out_dtype = compute_dtype(objectives_in.scalar_type());
   if (n == 0) return at::empty({0}, objectives_in.options().dtype(out_dtype));
   check_no_nan(objectives_in, op, "objectives");
   const auto x = objectives_in.to(at::kDouble).contiguous();

@@ -16,22 +16,13 @@
 #include <algorithm>
 
 #include "ops/deform_conv2d_args.h"
+#include "ops/cuda/launch.cuh"
 #include "ops/deform_conv2d_math.h"
 
 namespace nasx::ops {
 namespace {
 
-constexpr int kThreads = 256;
 constexpr int64_t kColumnsBudget = int64_t(1) << 26;  // elements of the columns buffer per chunk
-
-inline unsigned blocks_for(int64_t n) {
-  const int64_t b = (n + kThreads - 1) / kThreads;
-  return static_cast<unsigned>(std::min<int64_t>(b, 65535LL * 32));
-}
-
-#define NASX_GRID_STRIDE(i, n)                                                                   \
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < (n); \
-       i += static_cast<int64_t>(blockDim.x) * gridDim.x)
 
 // Plain-value copy of the shape for kernels.
 struct Dims {
@@ -62,17 +53,51 @@ __device__ T mask_at(const Dims& d, const T* mask, int64_t b, int64_t g, int64_t
   return mask ? mask[((b * d.offset_groups + g) * d.taps() + k) * d.pixels() + p] : T(1);
 }
 
+// Element idx of the columns [n, C_in * K, P] of images b0..: pixel p, tap k,
+// channel c, image b, offset group g.
+struct Column {
+  int64_t p, k, c, b, g;
+};
+
+__device__ inline Column column_at(const Dims& d, int64_t idx, int64_t b0) {
+  const int64_t K = d.taps(), P = d.pixels();
+  Column col;
+  col.p = idx % P;
+  col.k = (idx / P) % K;
+  col.c = (idx / P / K) % d.in_ch;
+  col.b = b0 + idx / P / K / d.in_ch;
+  col.g = col.c / d.cgo;
+  return col;
+}
+
+// Column element idx, its bilinear sample, the mask value and the input plane it reads.
+template <typename T>
+struct ColumnSample {
+  Column at;
+  DeformSample<T> s;
+  T mask;
+  int64_t plane;  // offset of channel at.c of image at.b in the input (or its gradient)
+};
+
+template <typename T>
+__device__ ColumnSample<T> column_sample(const Dims& d, const T* offset, const T* mask, int64_t idx, int64_t b0) {
+  ColumnSample<T> cs;
+  cs.at = column_at(d, idx, b0);
+  cs.s = sample_at(d, offset, cs.at.b, cs.at.g, cs.at.k, cs.at.p);
+  cs.mask = mask_at(d, mask, cs.at.b, cs.at.g, cs.at.k, cs.at.p);
+  cs.plane = (cs.at.b * d.in_ch + cs.at.c) * d.height * d.width;
+  return cs;
+}
+
 // columns[bl, c * K + k, p] for images b0 + bl, bl < n.
 template <typename T>
 __global__ void im2col_kernel(Dims d, const T* __restrict__ input, const T* __restrict__ offset,
                               const T* __restrict__ mask, int64_t b0, int64_t n, T* __restrict__ columns) {
   const int64_t K = d.taps(), P = d.pixels(), total = n * d.in_ch * K * P;
   NASX_GRID_STRIDE(idx, total) {
-    const int64_t p = idx % P, k = (idx / P) % K, c = (idx / P / K) % d.in_ch, b = b0 + idx / P / K / d.in_ch;
-    const int64_t g = c / d.cgo;
-    const auto s = sample_at(d, offset, b, g, k, p);
-    const T v = interpolate(s, corners(input + (b * d.in_ch + c) * d.height * d.width, s));
-    columns[idx] = mask ? mask_at(d, mask, b, g, k, p) * v : v;
+    const auto cs = column_sample(d, offset, mask, idx, b0);
+    const T v = interpolate(cs.s, corners(input + cs.plane, cs.s));
+    columns[idx] = mask ? cs.mask * v : v;
   }
 }
 
@@ -101,11 +126,10 @@ __global__ void col2im_kernel(Dims d, const T* __restrict__ grad_columns, const 
                               const T* __restrict__ mask, int64_t b0, int64_t n, T* __restrict__ grad_input) {
   const int64_t K = d.taps(), P = d.pixels(), total = n * d.in_ch * K * P;
   NASX_GRID_STRIDE(idx, total) {
-    const int64_t p = idx % P, k = (idx / P) % K, c = (idx / P / K) % d.in_ch, b = b0 + idx / P / K / d.in_ch;
-    const int64_t g = c / d.cgo;
-    const auto s = sample_at(d, offset, b, g, k, p);
-    const T gm = mask_at(d, mask, b, g, k, p) * grad_columns[idx];
-    T* dst = grad_input + (b * d.in_ch + c) * d.height * d.width;
+    const auto cs = column_sample(d, offset, mask, idx, b0);
+    const auto& s = cs.s;
+    const T gm = cs.mask * grad_columns[idx];
+    T* dst = grad_input + cs.plane;
     for (int i = 0; i < 4; ++i) {
       if (s.idx[i] >= 0) atomicAdd(dst + s.idx[i], s.weight(i) * gm);
     }
@@ -136,24 +160,6 @@ __global__ void coord_grad_kernel(Dims d, const T* __restrict__ grad_columns, co
     go[P] = dw;
     if (mask) grad_mask[((b * d.offset_groups + g) * K + k) * P + p] = dm;
   }
-}
-
-struct Prepared {
-  DeformConvShape s;
-  at::Tensor input, weight, offset, mask;
-};
-
-Prepared prepare(const at::Tensor& input, const at::Tensor& weight, const at::Tensor& offset,
-                 const std::optional<at::Tensor>& mask, const std::optional<at::Tensor>& bias, int64_t stride_h,
-                 int64_t stride_w, int64_t pad_h, int64_t pad_w, int64_t dil_h, int64_t dil_w, const char* op) {
-  Prepared p;
-  p.s = deform_conv2d_shape(input, weight, offset, mask, bias, stride_h, stride_w, pad_h, pad_w, dil_h, dil_w, op);
-  const auto dtype = feature_compute_dtype(input.scalar_type());
-  p.input = input.to(dtype).contiguous();
-  p.weight = weight.to(dtype).contiguous();
-  p.offset = offset.to(dtype).contiguous();
-  if (p.s.use_mask) p.mask = mask->to(dtype).contiguous();
-  return p;
 }
 
 int64_t images_per_chunk(const DeformConvShape& s) {
@@ -210,26 +216,17 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> deform_co
     const at::Tensor& grad_in, const at::Tensor& input_in, const at::Tensor& weight_in, const at::Tensor& offset_in,
     const std::optional<at::Tensor>& mask_in, int64_t stride_h, int64_t stride_w, int64_t pad_h, int64_t pad_w,
     int64_t dil_h, int64_t dil_w) {
-  const char* op = "deform_conv2d_backward";
   c10::cuda::CUDAGuard guard(input_in.device());
   c10::impl::ExcludeDispatchKeyGuard no_autocast(c10::autocast_dispatch_keyset);
-  const auto pr = prepare(input_in, weight_in, offset_in, mask_in, std::nullopt, stride_h, stride_w, pad_h, pad_w,
-                          dil_h, dil_w, op);
+  const auto pr = prepare_backward(grad_in, input_in, weight_in, offset_in, mask_in, stride_h, stride_w, pad_h, pad_w,
+                                   dil_h, dil_w);
   const auto& s = pr.s;
-  check_float(grad_in, op, "grad");
-  check_device(input_in, "input", grad_in, "grad", op);
-  TORCH_CHECK_VALUE(grad_in.dim() == 4 && grad_in.size(0) == s.batch && grad_in.size(1) == s.out_ch &&
-                        grad_in.size(2) == s.out_h && grad_in.size(3) == s.out_w,
-                    op, ": expected grad of shape [", s.batch, ", ", s.out_ch, ", ", s.out_h, ", ", s.out_w,
-                    "], got shape ", grad_in.sizes());
   const Dims d(s);
   const auto opts = pr.input.options();
-  const auto grad = grad_in.to(opts.dtype()).contiguous();
-  auto grad_input = at::zeros_like(pr.input);
-  auto grad_weight = at::zeros({s.groups, s.out_per_group(), s.in_per_group() * s.taps()}, opts);
-  auto grad_offset = at::zeros_like(pr.offset);
-  auto grad_mask = s.use_mask ? at::zeros_like(pr.mask) : at::zeros({0}, opts);
-  auto grad_bias = grad.sum({0, 2, 3});
+  const auto& grad = pr.grad;
+  auto gr = pr.zero_grads();
+  // grad columns = W^T grad; the weight gradient accumulates as [groups, C_out / groups, C_in / groups * K].
+  auto grad_weight = gr.weight.view({s.groups, s.out_per_group(), s.in_per_group() * s.taps()});
   const int64_t K = s.taps(), P = s.pixels(), cgk = s.in_per_group() * K;
   auto stream = at::cuda::getCurrentCUDAStream();
   if (grad.numel() > 0 && s.in_ch > 0) {
@@ -243,12 +240,12 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> deform_co
         const auto grad_columns = at::matmul(w.transpose(-1, -2), go).contiguous();  // [n, G, Cg K, P]
         col2im_kernel<T><<<blocks_for(grad_columns.numel()), kThreads, 0, stream>>>(
             d, grad_columns.const_data_ptr<T>(), pr.offset.const_data_ptr<T>(), mask_ptr<T>(pr), b0, n,
-            grad_input.mutable_data_ptr<T>());
+            gr.input.mutable_data_ptr<T>());
         C10_CUDA_KERNEL_LAUNCH_CHECK();
         coord_grad_kernel<T><<<blocks_for(n * s.offset_groups * K * P), kThreads, 0, stream>>>(
             d, grad_columns.const_data_ptr<T>(), pr.input.const_data_ptr<T>(), pr.offset.const_data_ptr<T>(),
-            mask_ptr<T>(pr), b0, n, grad_offset.mutable_data_ptr<T>(),
-            s.use_mask ? grad_mask.mutable_data_ptr<T>() : nullptr);
+            mask_ptr<T>(pr), b0, n, gr.offset.mutable_data_ptr<T>(),
+            s.use_mask ? gr.mask.mutable_data_ptr<T>() : nullptr);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
         auto columns = at::empty({n, s.groups, cgk, P}, opts);
         im2col_kernel<T><<<blocks_for(columns.numel()), kThreads, 0, stream>>>(
@@ -259,10 +256,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, at::Tensor> deform_co
       }
     });
   }
-  const auto dt = input_in.scalar_type();
-  return {grad_input.to(dt), grad_weight.view(weight_in.sizes()).to(weight_in.scalar_type()),
-          grad_offset.to(offset_in.scalar_type()),
-          s.use_mask ? grad_mask.to(mask_in->scalar_type()) : grad_mask.to(dt), grad_bias.to(dt)};
+  return pr.result(gr);
 }
 
 }  // namespace

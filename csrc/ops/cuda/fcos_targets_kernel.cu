@@ -70,72 +70,27 @@ __global__ void fcos_targets_kernel(const T* __restrict__ points, const T* __res
   }
 }
 
-std::tuple<at::Tensor, at::Tensor, at::Tensor> fcos_cuda(const at::Tensor& points_in, const at::Tensor& strides_in,
-                                                         const at::Tensor& ranges_in, const at::Tensor& gt_in,
-                                                         const at::Tensor& valid_in,
-                                                         std::optional<double> center_radius) {
-  c10::cuda::CUDAGuard guard(points_in.device());
-  const auto out_dtype = at::promote_types(points_in.scalar_type(), gt_in.scalar_type());
-  const auto dtype = compute_dtype(out_dtype);
-  const auto points = points_in.to(dtype).contiguous();
-  const auto strides = strides_in.to(dtype).contiguous();
-  const auto ranges = ranges_in.to(dtype).contiguous();
-  const auto gts = gt_in.to(dtype).contiguous();
-  const auto valid = valid_in.defined() ? valid_in.contiguous() : valid_in;
-  const int64_t B = gts.size(0), G = gts.size(1), P = points.size(0);
-  auto gt_index = at::empty({B, P}, points.options().dtype(at::kLong));
-  auto reg = at::empty({B, P, 4}, points.options());
-  auto ctr = at::empty({B, P}, points.options());
-  if (B > 0 && P > 0) {
-    TORCH_CHECK_VALUE(B <= 65535, "fcos_targets_batched: at most 65535 images per call on CUDA, got ", B);
-    const dim3 grid(static_cast<unsigned>((P + kThreads - 1) / kThreads), static_cast<unsigned>(B));
-    auto stream = at::cuda::getCurrentCUDAStream();
-    AT_DISPATCH_FLOATING_TYPES(dtype, "fcos_targets", [&] {
-      fcos_targets_kernel<scalar_t><<<grid, kThreads, 0, stream>>>(
-          points.const_data_ptr<scalar_t>(), strides.const_data_ptr<scalar_t>(), ranges.const_data_ptr<scalar_t>(),
-          gts.const_data_ptr<scalar_t>(), valid.defined() ? valid.const_data_ptr<bool>() : nullptr, P, G,
-          center_radius.has_value(), static_cast<scalar_t>(center_radius.value_or(0.0)),
-          gt_index.mutable_data_ptr<int64_t>(), reg.mutable_data_ptr<scalar_t>(), ctr.mutable_data_ptr<scalar_t>());
-      C10_CUDA_KERNEL_LAUNCH_CHECK();
-    });
-  }
-  if (dtype != out_dtype) {
-    reg = reg.to(out_dtype);
-    ctr = ctr.to(out_dtype);
-  }
-  return {gt_index, reg, ctr};
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> fcos_targets_cuda(const at::Tensor& points, const at::Tensor& strides,
-                                                                 const at::Tensor& size_ranges,
-                                                                 const at::Tensor& gt_boxes,
-                                                                 std::optional<double> center_radius) {
-  const char* op = "fcos_targets";
-  check_fcos_points(points, strides, size_ranges, op);
-  check_boxes(gt_boxes, op, "gt_boxes");
-  check_same_device(points, "points", gt_boxes, "gt_boxes", op);
-  check_center_radius(center_radius, op);
-  auto [idx, reg, ctr] = fcos_cuda(points, strides, size_ranges, gt_boxes.unsqueeze(0), at::Tensor(), center_radius);
-  return {idx.squeeze(0), reg.squeeze(0), ctr.squeeze(0)};
-}
-
-std::tuple<at::Tensor, at::Tensor, at::Tensor> fcos_targets_batched_cuda(
-    const at::Tensor& points, const at::Tensor& strides, const at::Tensor& size_ranges, const at::Tensor& gt_boxes,
-    const at::Tensor& gt_valid, std::optional<double> center_radius) {
-  const char* op = "fcos_targets_batched";
-  check_fcos_points(points, strides, size_ranges, op);
-  check_batched_gt(gt_boxes, gt_valid, op);
-  check_same_device(points, "points", gt_boxes, "gt_boxes", op);
-  check_same_device(points, "points", gt_valid, "gt_valid", op);
-  check_center_radius(center_radius, op);
-  return fcos_cuda(points, strides, size_ranges, gt_boxes, gt_valid, center_radius);
+void fcos_cuda(FcosProblem& f) {
+  if (f.B == 0 || f.P == 0) return;
+  c10::cuda::CUDAGuard guard(f.points.device());
+  TORCH_CHECK_VALUE(f.B <= 65535, "fcos_targets_batched: at most 65535 images per call on CUDA, got ", f.B);
+  const dim3 grid(static_cast<unsigned>((f.P + kThreads - 1) / kThreads), static_cast<unsigned>(f.B));
+  auto stream = at::cuda::getCurrentCUDAStream();
+  AT_DISPATCH_FLOATING_TYPES(f.points.scalar_type(), "fcos_targets", [&] {
+    fcos_targets_kernel<scalar_t><<<grid, kThreads, 0, stream>>>(
+        f.points.const_data_ptr<scalar_t>(), f.strides.const_data_ptr<scalar_t>(), f.ranges.const_data_ptr<scalar_t>(),
+        f.gts.const_data_ptr<scalar_t>(), f.valid.defined() ? f.valid.const_data_ptr<bool>() : nullptr, f.P, f.G,
+        f.center, static_cast<scalar_t>(f.radius), f.gt_index.mutable_data_ptr<int64_t>(),
+        f.reg.mutable_data_ptr<scalar_t>(), f.ctr.mutable_data_ptr<scalar_t>());
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  });
 }
 
 }  // namespace
 
 TORCH_LIBRARY_IMPL(nasx, CUDA, m) {
-  m.impl("fcos_targets", &fcos_targets_cuda);
-  m.impl("fcos_targets_batched", &fcos_targets_batched_cuda);
+  m.impl("fcos_targets", &fcos_targets_entry<fcos_cuda>);
+  m.impl("fcos_targets_batched", &fcos_targets_batched_entry<fcos_cuda>);
 }
 
 }  // namespace nasx::ops

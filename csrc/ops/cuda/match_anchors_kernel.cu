@@ -105,40 +105,29 @@ __global__ void match_kernel(const T* __restrict__ anchors, const T* __restrict_
 std::tuple<at::Tensor, at::Tensor> match_anchors_cuda(const at::Tensor& anchors_in, const at::Tensor& gt_in,
                                                       double high_threshold, double low_threshold,
                                                       bool allow_low_quality_matches) {
-  const char* op = "match_anchors";
-  check_match_inputs(anchors_in, gt_in, high_threshold, low_threshold, op);
   c10::cuda::CUDAGuard guard(anchors_in.device());
-  const auto out_dtype = at::promote_types(anchors_in.scalar_type(), gt_in.scalar_type());
-  const auto dtype = compute_dtype(out_dtype);
-  const auto anchors = anchors_in.to(dtype).contiguous();
-  const auto gts = gt_in.to(dtype).contiguous();
-  const int64_t n = anchors.size(0), m = gts.size(0);
-  auto matched = at::empty({n}, anchors.options().dtype(at::kLong));
-  auto max_iou = at::empty({n}, anchors.options());
-  if (m == 0) {
-    matched.fill_(-1);
-    max_iou.zero_();
-    return {matched, max_iou.to(out_dtype)};
-  }
+  auto in = prepare_match_anchors(anchors_in, gt_in, high_threshold, low_threshold);
+  if (in.m == 0) return in.background();
+  const int64_t n = in.n, m = in.m;
   if (n > 0) {
     auto stream = at::cuda::getCurrentCUDAStream();
-    auto gt_best = at::empty({m}, anchors.options());
-    AT_DISPATCH_FLOATING_TYPES(dtype, "match_anchors", [&] {
+    auto gt_best = at::empty({m}, in.anchors.options());
+    AT_DISPATCH_FLOATING_TYPES(in.dtype, "match_anchors", [&] {
       if (allow_low_quality_matches) {
-        TORCH_CHECK_VALUE(m <= 2147483647LL, op, ": too many gt_boxes for one launch: ", m);
+        TORCH_CHECK_VALUE(m <= 2147483647LL, "match_anchors: too many gt_boxes for one launch: ", m);
         gt_best_kernel<scalar_t><<<static_cast<unsigned>(m), kThreads, 0, stream>>>(
-            anchors.const_data_ptr<scalar_t>(), gts.const_data_ptr<scalar_t>(), n, gt_best.mutable_data_ptr<scalar_t>());
+            in.anchors.const_data_ptr<scalar_t>(), in.gts.const_data_ptr<scalar_t>(), n, gt_best.mutable_data_ptr<scalar_t>());
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       }
       const int64_t blocks = (n + kThreads - 1) / kThreads;
       match_kernel<scalar_t><<<static_cast<unsigned>(blocks), kThreads, 0, stream>>>(
-          anchors.const_data_ptr<scalar_t>(), gts.const_data_ptr<scalar_t>(), gt_best.const_data_ptr<scalar_t>(), n, m,
+          in.anchors.const_data_ptr<scalar_t>(), in.gts.const_data_ptr<scalar_t>(), gt_best.const_data_ptr<scalar_t>(), n, m,
           static_cast<scalar_t>(high_threshold), static_cast<scalar_t>(low_threshold), allow_low_quality_matches,
-          matched.mutable_data_ptr<int64_t>(), max_iou.mutable_data_ptr<scalar_t>());
+          in.index.mutable_data_ptr<int64_t>(), in.value.mutable_data_ptr<scalar_t>());
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   }
-  return {matched, max_iou.scalar_type() == out_dtype ? max_iou : max_iou.to(out_dtype)};
+  return in.result();
 }
 
 }  // namespace

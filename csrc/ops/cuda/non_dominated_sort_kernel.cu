@@ -71,7 +71,7 @@ at::Tensor non_dominated_sort_cuda(const at::Tensor& objectives_in) {
   if (n == 0) return rank;
   check_no_nan(objectives_in, op, "objectives");
   TORCH_CHECK_VALUE(n < (int64_t{1} << 31), op, ": at most 2^31 - 1 points on CUDA, got ", n);
-  const auto x = objectives_in.to(pareto_dtype(objectives_in.scalar_type())).contiguous();
+  const auto x = objectives_in.to(compute_dtype(objectives_in.scalar_type())).contiguous();
   auto count = at::empty({n}, x.options().dtype(at::kInt));
   auto members = at::empty({n}, x.options().dtype(at::kLong));
   auto size = at::zeros({1}, x.options().dtype(at::kInt));

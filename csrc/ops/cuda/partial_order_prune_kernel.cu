@@ -57,27 +57,7 @@ __global__ void prune_kernel(const int64_t* __restrict__ cand, const double* __r
 at::Tensor partial_order_prune_cuda(const at::Tensor& candidates, const at::Tensor& candidate_cost,
                                     const at::Tensor& evaluated, const at::Tensor& evaluated_cost,
                                     const at::Tensor& evaluated_acc) {
-  const char* op = "partial_order_prune";
-  check_integer(candidates, op, "candidates");
-  TORCH_CHECK_VALUE(candidates.dim() == 2, op, ": expected candidates of shape [K, D], got shape ",
-                    candidates.sizes());
-  check_integer(evaluated, op, "evaluated");
-  TORCH_CHECK_VALUE(evaluated.dim() == 2 && evaluated.size(1) == candidates.size(1), op,
-                    ": expected evaluated of shape [N, D] with D = candidates.size(1) = ", candidates.size(1),
-                    ", got shape ", evaluated.sizes());
-  check_float(candidate_cost, op, "candidate_cost");
-  check_vector(candidate_cost, candidates.size(0), op, "candidate_cost", "K");
-  check_float(evaluated_cost, op, "evaluated_cost");
-  check_vector(evaluated_cost, evaluated.size(0), op, "evaluated_cost", "N");
-  check_float(evaluated_acc, op, "evaluated_acc");
-  check_vector(evaluated_acc, evaluated.size(0), op, "evaluated_acc", "N");
-  check_same_device(candidates, "candidates", candidate_cost, "candidate_cost", op);
-  check_same_device(candidates, "candidates", evaluated, "evaluated", op);
-  check_same_device(candidates, "candidates", evaluated_cost, "evaluated_cost", op);
-  check_same_device(candidates, "candidates", evaluated_acc, "evaluated_acc", op);
-  check_no_nan(candidate_cost, op, "candidate_cost");
-  check_no_nan(evaluated_cost, op, "evaluated_cost");
-  check_no_nan(evaluated_acc, op, "evaluated_acc");
+  check_prune_inputs(candidates, candidate_cost, evaluated, evaluated_cost, evaluated_acc);
   c10::cuda::CUDAGuard guard(candidates.device());
   const int64_t k = candidates.size(0), dims = candidates.size(1), n = evaluated.size(0);
   auto out = at::zeros({k}, candidates.options().dtype(at::kBool));
