@@ -220,11 +220,12 @@ bench() {
   fi
 }
 export -f bench
-run_step boxes 60 "results/boxes-cuda.json" -- bench boxes torchvision
-run_step conv_ops 75 "results/conv_ops-cuda.json" -- bench conv_ops torchvision
-run_step targets 60 "results/targets-cuda.json" -- bench targets torchvision
+wrote() { [[ "$DEVICE" == cuda ]] && echo "wrote results/$1-cuda.json" || echo "CPU smoke: --quick, nothing written"; }
+run_step boxes 60 "$(wrote boxes)" -- bench boxes torchvision
+run_step conv_ops 75 "$(wrote conv_ops)" -- bench conv_ops torchvision
+run_step targets 60 "$(wrote targets)" -- bench targets torchvision
 # moocore is the peer; without it the GPU rows are checked against nasx's CPU kernel.
-run_step pareto 90 "results/pareto-cuda.json" -- bench pareto
+run_step pareto 90 "$(wrote pareto)" -- bench pareto
 
 # --- summary -----------------------------------------------------------------
 {
