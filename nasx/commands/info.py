@@ -11,7 +11,7 @@ __all__ = ["add_two_stage_arguments", "arch_kwargs", "parse_input_size", "regist
 # Each detector's usual test-time input (H x W): COCO's 800 px short side at the 1333 px-ish
 # long side the FPN detectors are reported at (NAS-FCOS Table 2), SSDLite's 320 x 320.
 DEFAULT_INPUT = {"fcos": (800, 1088), "nas_fcos": (800, 1088), "retinanet": (800, 1088), "ssdlite": (320, 320),
-                 "faster_rcnn": (800, 1088), "cascade_rcnn": (800, 1088)}
+                 "fpnlite": (320, 320), "faster_rcnn": (800, 1088), "cascade_rcnn": (800, 1088)}
 TWO_STAGE = ("faster_rcnn", "cascade_rcnn")
 
 
