@@ -2,7 +2,6 @@
 layer (MobileNetV2's classifier). What network adaptation pre-trains its seed as."""
 from __future__ import annotations
 
-import torch
 from torch import Tensor, nn
 
 __all__ = ["Classifier"]

@@ -23,7 +23,6 @@ candidates from ``results.jsonl``, the controller from its state, finished stage
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional

@@ -6,7 +6,6 @@ import json
 import math
 import time
 from pathlib import Path
-from typing import Optional
 
 import torch
 import torch.nn.functional as F
