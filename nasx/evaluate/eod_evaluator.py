@@ -107,32 +107,14 @@ class NasEodEvaluator(ShortTrainEvaluator):
 
     def __call__(self, encoding) -> dict:
         from nasx.data import build_loader
-        from nasx.evaluate.coco_eval import evaluate_detector
         from nasx.evaluate.cost import count_detector_macs, count_params, measure_latency
         from nasx.evaluate.latency_table import LatencyTable
-        from nasx.spaces.detectors import build_from_spec
-        from nasx.train import TrainConfig, train
-        from nasx.train.optim import optimizer_settings
 
         start = time.perf_counter()
-        if self.threads is not None:
-            torch.set_num_threads(self.threads)
         cfg = self.config
         encoding = encoding if isinstance(encoding, str) else self.space.encode(encoding)
         spec, size, is_baseline = self.spec_of(encoding)
-        train_set, val_set = self.datasets(size)
-        torch.manual_seed(cfg.seed)
-        model = build_from_spec(spec)
-        loader = build_loader(train_set, cfg.batch_size, shuffle=True, seed=cfg.seed,
-                              drop_last=len(train_set) >= cfg.batch_size)
-        settings = optimizer_settings(cfg.optimizer, cfg.lr)
-        result = train(model, loader, TrainConfig(epochs=10 ** 6, max_steps=cfg.steps, optimizer=cfg.optimizer,
-                                                  warmup_steps=min(100, int(cfg.steps * cfg.warmup)),
-                                                  checkpoint_every=10 ** 9, **settings),
-                       device=self.device, progress=False)
-        n_val = len(val_set) if cfg.val_images == 0 else min(cfg.val_images, len(val_set))
-        subset = torch.utils.data.Subset(val_set, range(n_val))
-        metrics = evaluate_detector(model, val_set, build_loader(subset, 16), device=self.device)
+        model, result, metrics, subset = self.train_and_score(spec, size)
         # Held-out losses need the targets in the same resized frame as training: the val transform.
         losses = self.held_out_losses(model, build_loader(subset, 16), self.device)
         model.cpu()

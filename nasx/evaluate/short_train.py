@@ -83,19 +83,17 @@ class ShortTrainEvaluator:
             self._datasets[key] = (train, val)
         return self._datasets[key]
 
-    def __call__(self, encoding) -> dict:
-        """Train, score and measure one architecture (its text, or its mapping)."""
+    def train_and_score(self, spec: dict, size: tuple[int, int]):
+        """Build ``spec``, train it from scratch as configured and score COCO mAP on the validation
+        subset; returns ``(model on the CPU, training result, metrics, validation subset)``."""
         from nasx.data import build_loader
         from nasx.spaces.detectors import build_from_spec
         from nasx.train import TrainConfig, train
         from nasx.train.optim import optimizer_settings
 
-        start = time.perf_counter()
         if self.threads is not None:
             torch.set_num_threads(self.threads)
         cfg = self.config
-        arch = self.space.decode(encoding) if isinstance(encoding, str) else encoding
-        spec, size = self.space.spec(arch)
         train_set, val_set = self.datasets(size)
         torch.manual_seed(cfg.seed)
         model = build_from_spec(spec)
@@ -109,6 +107,15 @@ class ShortTrainEvaluator:
         n_val = len(val_set) if cfg.val_images == 0 else min(cfg.val_images, len(val_set))
         subset = torch.utils.data.Subset(val_set, range(n_val))
         metrics = evaluate_detector(model, val_set, build_loader(subset, 16), device=self.device)
+        return model, result, metrics, subset
+
+    def __call__(self, encoding) -> dict:
+        """Train, score and measure one architecture (its text, or its mapping)."""
+        start = time.perf_counter()
+        cfg = self.config
+        arch = self.space.decode(encoding) if isinstance(encoding, str) else encoding
+        spec, size = self.space.spec(arch)
+        model, result, metrics, _ = self.train_and_score(spec, size)
         model.cpu()
         out = {"status": "ok", "map": metrics["AP"], "ap50": metrics["AP50"], "params": count_params(model),
                "macs": count_detector_macs(model, size, num_rois=cfg.macs_rois).total, "input_size": list(size),
