@@ -1,4 +1,4 @@
-"""The ``nasx`` command line: ``nasx data | train | eval | info | search ...``.
+"""The ``nasx`` command line: ``nasx data | train | eval | info | search | runs | export ...``.
 
 Each subcommand lives in a module of ``nasx.commands`` with a ``register(subparsers)``
 function that adds its parser and sets ``func``; adding a command means adding its module
@@ -15,7 +15,7 @@ from typing import Optional, Sequence
 __all__ = ["main", "build_parser", "COMMANDS"]
 
 COMMANDS = ("nasx.commands.data", "nasx.commands.info", "nasx.commands.train",
-            "nasx.commands.search", "nasx.commands.runs")
+            "nasx.commands.search", "nasx.commands.runs", "nasx.commands.export")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -64,6 +64,7 @@ def two_stage_kwargs(args: argparse.Namespace) -> dict:
 
 
 def register(subparsers) -> None:
+    from nasx.evaluate.cost import RUNTIMES
     from nasx.models.layers import NORMS
     from nasx.spaces.detectors import DETECTORS
     from nasx.spaces.sm_nas_models import SM_NAS_MODELS
@@ -90,6 +91,9 @@ def register(subparsers) -> None:
                    help="two-stage detectors: RoIs per image the MACs are counted at (default 1000)")
     p.add_argument("--latency", action="store_true", help="also time a forward pass (batch 1, median of runs)")
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu", help="device for --latency (default cpu)")
+    p.add_argument("--runtime", choices=RUNTIMES, default="torch",
+                   help="where --latency runs the model: torch (default), or onnxruntime: its ONNX export, post-processing "
+                        "included, on ONNX Runtime's CPU provider (needs pip install nasx[export])")
     p.add_argument("--repeats", type=int, default=10, metavar="R", help="timed runs for --latency (default 10)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a table")
     p.set_defaults(func=run_info)
@@ -129,6 +133,10 @@ def run_info(args: argparse.Namespace) -> int:
         raise ValueError(f"--fpn-channels: expected a positive channel count, got {args.fpn_channels}")
     if args.latency and args.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda: torch sees no CUDA GPU on this machine")
+    if args.runtime != "torch" and not args.latency:
+        raise ValueError(f"--runtime {args.runtime}: it says where --latency times the model; add --latency")
+    if args.runtime == "onnxruntime" and args.device != "cpu":
+        raise ValueError(f"--runtime onnxruntime runs on ONNX Runtime's CPU provider; drop --device {args.device}")
     if args.rois < 1:
         raise ValueError(f"--rois: expected a positive number of RoIs, got {args.rois}")
     kwargs, size = _build_kwargs(args)
@@ -149,9 +157,10 @@ def run_info(args: argparse.Namespace) -> int:
         report["macs_at_rois"] = args.rois
     if args.latency:
         images = torch.randn(1, 3, h, w, device=args.device)
-        lat = measure_latency(model, images, [(h, w)], device=args.device, warmup=3, repeats=args.repeats)
+        lat = measure_latency(model, images, [(h, w)], device=args.device, warmup=3, repeats=args.repeats,
+                              runtime=args.runtime)
         report["latency_ms"] = {"median": lat.median_ms, "iqr": lat.iqr_ms, "min": lat.min_ms,
-                                "repeats": lat.repeats, "device": lat.device}
+                                "repeats": lat.repeats, "device": lat.device, "runtime": lat.runtime}
     if args.json:
         print(json.dumps(report))
         return 0
@@ -165,5 +174,5 @@ def run_info(args: argparse.Namespace) -> int:
     if args.latency:
         lat = report["latency_ms"]
         print(f"  latency   {lat['median']:.1f} ms median (IQR {lat['iqr']:.1f} ms) over {lat['repeats']} runs "
-              f"on {lat['device']}, batch 1")
+              f"on {lat['device']} in {lat['runtime']}, batch 1")
     return 0

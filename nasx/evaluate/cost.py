@@ -33,7 +33,8 @@ from torch import nn
 
 from nasx.ops import DeformConv2d
 
-__all__ = ["LatencyReport", "MacsReport", "count_detector_macs", "count_macs", "count_params", "measure_latency"]
+__all__ = ["LatencyReport", "MacsReport", "RUNTIMES", "count_detector_macs", "count_macs", "count_params",
+           "measure_latency"]
 
 
 def count_params(module: nn.Module, *, trainable_only: bool = False) -> int:
@@ -186,9 +187,14 @@ def count_detector_macs(detector: nn.Module, image_size: tuple[int, int], *, bat
     return count_macs(dense, images)
 
 
+# Where measure_latency runs the model: eager PyTorch, or its ONNX export in ONNX Runtime (CPU).
+RUNTIMES = ("torch", "onnxruntime")
+
+
 @dataclass
 class LatencyReport:
-    """Wall-clock time of one forward pass, in milliseconds, over ``repeats`` timed runs."""
+    """Wall-clock time of one forward pass, in milliseconds, over ``repeats`` timed runs, on ``device``
+    in ``runtime`` (one of :data:`RUNTIMES`)."""
 
     median_ms: float
     iqr_ms: float  # 75th minus 25th percentile
@@ -196,48 +202,92 @@ class LatencyReport:
     repeats: int
     device: str
     samples_ms: list[float] = field(default_factory=list, repr=False)
+    runtime: str = "torch"
+
+
+def _timed(call, warmup: int, repeats: int, sync) -> list[float]:
+    """Milliseconds of ``repeats`` calls after ``warmup`` untimed ones, each ended by ``sync()``."""
+    for _ in range(warmup):
+        call()
+    sync()
+    samples = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        sync()
+        samples.append((time.perf_counter() - start) * 1e3)
+    return samples
+
+
+def _onnxruntime_call(model: nn.Module, inputs: tuple, kwargs: dict, device: torch.device):
+    """A no-argument callable running ``model``'s ONNX export on ``inputs`` in ONNX Runtime."""
+    if device.type != "cpu":
+        raise ValueError(f"measure_latency: runtime 'onnxruntime' times ONNX Runtime's CPU execution provider; "
+                         f"expected device 'cpu', got {str(device)!r}")
+    images = inputs[0] if inputs else None
+    if kwargs or not isinstance(images, torch.Tensor) or images.dim() != 4:
+        got = [type(x).__name__ if not isinstance(x, torch.Tensor) else f"Tensor{list(x.shape)}" for x in inputs]
+        raise ValueError(f"measure_latency: runtime 'onnxruntime' runs a detector's export on its images; expected "
+                         f"(images Tensor[B, C, H, W]) and optionally their sizes, got {got}"
+                         + (f" and keywords {sorted(kwargs)}" if kwargs else ""))
+    size = tuple(images.shape[-2:])
+    for extra in inputs[1:]:  # the graph clips boxes to the input's size, so only that size can be honoured
+        if not isinstance(extra, (list, tuple)) or any(tuple(int(v) for v in s) != size for s in extra):
+            raise ValueError(f"measure_latency: runtime 'onnxruntime' takes image sizes equal to the input's "
+                             f"{size[0]}x{size[1]} (the exported graph clips to it), got {extra!r}")
+    from nasx.export import export_onnx, ort_session
+    from nasx.export.errors import require
+
+    require("onnx", "onnxscript", "onnxruntime")  # before the export, not after it
+    exported = export_onnx(model.to("cpu"), image_size=size, batch=images.shape[0])  # optimized, as deployed
+    session = ort_session(exported)  # torch's thread count: both runtimes on the same cores
+    feed = {session.get_inputs()[0].name: images.detach().cpu().float().numpy()}
+    return lambda: session.run(None, feed)
 
 
 def measure_latency(model: nn.Module, *inputs, device: str | torch.device = "cpu", warmup: int = 5,
-                    repeats: int = 20, **kwargs) -> LatencyReport:
+                    repeats: int = 20, runtime: str = "torch", **kwargs) -> LatencyReport:
     """Median and interquartile range of ``model(*inputs, **kwargs)`` on ``device``, in eval
     mode under ``torch.no_grad``, after ``warmup`` untimed runs (allocator, cuDNN autotuning).
 
     Tensors in ``inputs`` / ``kwargs`` are moved to ``device``; the model is moved there too
     (and stays). On CUDA each run is bracketed by ``torch.cuda.synchronize`` so the time is
     the GPU's, not the launch queue's. Latency is per call: pass a batch of one.
+
+    ``runtime="onnxruntime"`` times the deployed form instead: the model exported by
+    :func:`nasx.export.export_onnx` (post-processing and NMS included, at the images' size) run by
+    ONNX Runtime's CPU execution provider with ``torch.get_num_threads()`` intra-op threads, so it
+    competes for the same cores as PyTorch would. The export (seconds) is not timed. ``inputs`` are
+    then ``(images,)`` or ``(images, image_sizes)`` with every size the images' own; ``device`` must be
+    CPU; needs ``pip install nasx[export]``.
     """
     if warmup < 0 or repeats < 1:
         raise ValueError(f"measure_latency: expected warmup >= 0 and repeats >= 1, got {warmup} and {repeats}")
+    if runtime not in RUNTIMES:
+        raise ValueError(f"measure_latency: runtime must be one of {RUNTIMES}, got {runtime!r}")
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("measure_latency: device 'cuda' was asked for but torch sees no CUDA GPU")
+    if runtime == "onnxruntime":
+        samples = _timed(_onnxruntime_call(model, inputs, kwargs, device), warmup, repeats, lambda: None)
+    else:
+        def move(x):
+            return x.to(device) if isinstance(x, torch.Tensor) else x
 
-    def move(x):
-        return x.to(device) if isinstance(x, torch.Tensor) else x
-
-    inputs = tuple(move(x) for x in inputs)
-    kwargs = {k: move(v) for k, v in kwargs.items()}
-    model = model.to(device)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    was_training = model.training
-    samples = []
-    try:
-        model.eval()
-        with torch.no_grad():
-            for _ in range(warmup):
-                model(*inputs, **kwargs)
-            sync()
-            for _ in range(repeats):
-                start = time.perf_counter()
-                model(*inputs, **kwargs)
-                sync()
-                samples.append((time.perf_counter() - start) * 1e3)
-    finally:
-        model.train(was_training)
+        inputs = tuple(move(x) for x in inputs)
+        kwargs = {k: move(v) for k, v in kwargs.items()}
+        model = model.to(device)
+        sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+        was_training = model.training
+        try:
+            model.eval()
+            with torch.no_grad():
+                samples = _timed(lambda: model(*inputs, **kwargs), warmup, repeats, sync)
+        finally:
+            model.train(was_training)
     if repeats >= 2:
         q1, _, q3 = statistics.quantiles(samples, n=4, method="inclusive")
     else:
         q1 = q3 = samples[0]
     return LatencyReport(median_ms=statistics.median(samples), iqr_ms=q3 - q1, min_ms=min(samples),
-                         repeats=repeats, device=str(device), samples_ms=samples)
+                         repeats=repeats, device=str(device), samples_ms=samples, runtime=runtime)

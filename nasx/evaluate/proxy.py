@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from nasx.evaluate.cost import count_detector_macs, count_params, measure_latency
+from nasx.evaluate.cost import RUNTIMES, count_detector_macs, count_params, measure_latency
 from nasx.evaluate.feature_cache import FeatureCache
 from nasx.spaces.space import arch_key
 
@@ -35,7 +35,8 @@ class ProxyConfig:
     lr, weight_decay: Adam (decoupled decay, AdamW); warmup_steps: linear warm-up.
     polyak: decay of the weight average used for scoring (0: score the last weights).
     val_batch_size: images per meta-val loss batch. grad_clip: max gradient norm.
-    latency: also time the whole detector (batch 1) on the evaluating device.
+    latency: also time the whole detector (batch 1) on the evaluating device; latency_runtime: in
+    PyTorch or, exported to ONNX, in ONNX Runtime's CPU provider (see :func:`~nasx.evaluate.cost.measure_latency`).
     """
 
     steps: int = field(default=60, metadata={"help": "AdamW steps per candidate on cached features"})
@@ -48,6 +49,9 @@ class ProxyConfig:
     val_batch_size: int = field(default=64, metadata={"help": "cached images per meta-val loss batch"})
     grad_clip: float = field(default=10.0, metadata={"help": "max gradient norm of the proxy"})
     latency: bool = field(default=True, metadata={"help": "also time each candidate's whole detector (batch 1)"})
+    latency_runtime: str = field(default="torch", metadata={
+        "help": "where each candidate is timed: torch, or onnxruntime (its ONNX export on ONNX Runtime's CPU "
+                "provider; needs pip install nasx[export])", "choices": RUNTIMES})
     seed: int = field(default=0, metadata={"help": "seed of each candidate's initial weights and batches"})
 
     def __post_init__(self):
@@ -55,6 +59,8 @@ class ProxyConfig:
             raise ValueError(f"ProxyConfig: expected steps >= 1 and batch_size >= 1, got {self.steps}, {self.batch_size}")
         if not 0 <= self.polyak < 1:
             raise ValueError(f"ProxyConfig: polyak must be in [0, 1), got {self.polyak}")
+        if self.latency_runtime not in RUNTIMES:
+            raise ValueError(f"ProxyConfig: latency_runtime must be one of {RUNTIMES}, got {self.latency_runtime!r}")
 
 
 class DecoderProxy:
@@ -162,7 +168,7 @@ class DecoderProxy:
                "seconds": time.perf_counter() - t0, "s_per_step": train_seconds / cfg.steps}
         if self.weights_dir is not None:
             out["weights"] = str(self.save_weights(encoding, avg))
-        out.update(self.cost(encoding, latency=cfg.latency))
+        out.update(self.cost(encoding, latency=cfg.latency, runtime=cfg.latency_runtime))
         return out
 
     def weights_path(self, encoding) -> Path:
@@ -174,9 +180,9 @@ class DecoderProxy:
         return save_checkpoint({"encoding": str(encoding), "neck": model.neck.state_dict(),
                                 "head": model.head.state_dict()}, self.weights_path(encoding))
 
-    def cost(self, encoding, *, latency: bool = True) -> dict:
+    def cost(self, encoding, *, latency: bool = True, runtime: str = "torch") -> dict:
         """params and MACs of the whole detector (backbone included) at the cache's input size,
-        and its batch-1 latency in milliseconds on this evaluator's device."""
+        and its batch-1 latency in milliseconds on this evaluator's device in ``runtime``."""
         from nasx.spaces.detectors import build_backbone
 
         trunk = build_backbone(self.backbone["encoding"], norm=self.backbone.get("norm", "gn"))
@@ -185,5 +191,7 @@ class DecoderProxy:
         out = {"params": count_params(model), "macs": count_detector_macs(model, (h, w)).total}
         if latency:
             image = torch.rand(1, 3, h, w)
-            out["latency_ms"] = measure_latency(model, image, device=self.device, warmup=2, repeats=10).median_ms
+            device = self.device if runtime == "torch" else "cpu"  # ONNX Runtime's provider is the CPU's
+            out["latency_ms"] = measure_latency(model, image, device=device, warmup=2, repeats=10,
+                                                runtime=runtime).median_ms
         return out

@@ -19,7 +19,7 @@ from typing import Optional
 import torch
 
 from nasx.evaluate.coco_eval import evaluate_detector
-from nasx.evaluate.cost import count_detector_macs, count_params, measure_latency
+from nasx.evaluate.cost import RUNTIMES, count_detector_macs, count_params, measure_latency
 
 __all__ = ["ShortTrainConfig", "ShortTrainEvaluator"]
 
@@ -28,7 +28,9 @@ __all__ = ["ShortTrainConfig", "ShortTrainEvaluator"]
 class ShortTrainConfig:
     """steps / batch_size: training from scratch per candidate (AdamW unless ``optimizer="sgd"``);
     lr None: the optimizer's default. val_images: validation images scored (0: all).
-    latency: time each candidate (batch 1, eval mode, post-processing included) on ``device``."""
+    latency: time each candidate (batch 1, eval mode, post-processing included) on ``device``;
+    latency_runtime: in PyTorch, or exported to ONNX and run by ONNX Runtime's CPU provider (the
+    runtime a deployment uses; see :func:`~nasx.evaluate.cost.measure_latency`)."""
 
     steps: int = field(default=200, metadata={"help": "training steps from scratch per candidate"})
     batch_size: int = field(default=16, metadata={"help": "images per training step"})
@@ -38,6 +40,9 @@ class ShortTrainConfig:
     val_images: int = field(default=200, metadata={"help": "validation images scored per candidate (0: all)"})
     latency: bool = field(default=True, metadata={"help": "time each candidate (batch 1) on the device"})
     latency_repeats: int = field(default=10, metadata={"help": "timed forward passes per candidate"})
+    latency_runtime: str = field(default="torch", metadata={
+        "help": "where each candidate is timed: torch, or onnxruntime (its ONNX export on ONNX Runtime's CPU "
+                "provider; needs pip install nasx[export])", "choices": RUNTIMES})
     macs_rois: int = field(default=1000, metadata={"help": "two-stage detectors: RoIs per image their MACs are "
                                                            "counted at"})
     seed: int = field(default=0, metadata={"help": "seed of each candidate's weights and batches"})
@@ -46,6 +51,8 @@ class ShortTrainConfig:
         if self.steps < 1 or self.batch_size < 1 or self.val_images < 0 or self.latency_repeats < 1 or self.macs_rois < 1:
             raise ValueError(f"ShortTrainConfig: expected steps, batch_size, latency_repeats >= 1 and val_images "
                              f">= 0, got {self.steps}, {self.batch_size}, {self.latency_repeats}, {self.val_images}")
+        if self.latency_runtime not in RUNTIMES:
+            raise ValueError(f"ShortTrainConfig: latency_runtime must be one of {RUNTIMES}, got {self.latency_runtime!r}")
 
 
 class ShortTrainEvaluator:
@@ -123,7 +130,9 @@ class ShortTrainEvaluator:
                "train_loss": sum(result["final_losses"].values()) if result.get("final_losses") else math.nan}
         if cfg.latency:
             images = torch.rand(1, 3, *size)
-            out["latency_ms"] = measure_latency(model, images, device=self.device, warmup=2,
-                                                repeats=cfg.latency_repeats).median_ms
+            # ONNX Runtime's CPU provider is a CPU whatever device the candidate trained on.
+            device = self.device if cfg.latency_runtime == "torch" else "cpu"
+            out["latency_ms"] = measure_latency(model, images, device=device, warmup=2, repeats=cfg.latency_repeats,
+                                                runtime=cfg.latency_runtime).median_ms
         out["seconds"] = time.perf_counter() - start
         return out
