@@ -63,3 +63,39 @@ def test_config_checks():
 def test_missing_dataset_is_named(tmp_path, capsys):
     assert main(["search", "nas-eod", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "r"), *TINY_RUN]) == 1
     assert "nasx data synth" in capsys.readouterr().err
+
+
+def test_onnxruntime_target_times_every_candidate(tiny_data, tmp_path, monkeypatch):
+    """--short-latency-runtime onnxruntime: no table (it times parts of a PyTorch forward); every candidate,
+    the target and the retrained detectors are timed whole in that runtime (the timing itself:
+    tests/test_latency_runtime.py)."""
+    import nasx.evaluate
+    import nasx.evaluate.cost
+    from nasx.evaluate.cost import LatencyReport
+
+    calls = []
+
+    def fake(model, *inputs, runtime="torch", device="cpu", **kwargs):
+        calls.append((runtime, device))
+        return LatencyReport(median_ms=5.0 + len(calls), iqr_ms=0.1, min_ms=5.0, repeats=1, device="cpu",
+                             runtime=runtime)
+
+    monkeypatch.setattr(nasx.evaluate.cost, "measure_latency", fake)
+    monkeypatch.setattr(nasx.evaluate, "measure_latency", fake)
+    out = tmp_path / "run"
+    args = list(TINY_RUN)
+    for flag in ("--min-archs", "--max-archs"):
+        args[args.index(flag) + 1] = "2"
+    assert main(["search", "nas-eod", "--data", str(tiny_data), "--out", str(out), *args,
+                 "--short-latency-runtime", "onnxruntime"]) == 0
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert len(records) == 4 and all(r["latency_source"] == "measured" and r["latency_runtime"] == "onnxruntime"
+                                     for r in records)
+    report = json.loads((out / "report.json").read_text())
+    assert report["lut"] is None and report["latency_runtime"] == "onnxruntime"
+    assert not (out / "latency_table.json").exists()
+    retrained = [json.loads(line) for line in (out / "retrained.jsonl").read_text().splitlines()]
+    assert len(retrained) == 4 and all(r["latency_runtime"] == "onnxruntime" for r in retrained)
+    assert all(r["predicted_ms"] is None for r in report["retrained"])
+    # target + 4 candidates + 4 retrained, all in ONNX Runtime on the CPU
+    assert calls == [("onnxruntime", "cpu")] * 9

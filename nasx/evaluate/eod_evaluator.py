@@ -1,7 +1,9 @@
 """NAS-EOD's evaluator: short training from scratch, then the multi-objective reward
 −(λc·Lc + λr·Lr + Lat(m)) (:func:`~nasx.evaluate.eod_reward.eod_reward`) with Lc, Lr the detector's
 classification and regression losses on held-out images and Lat(m) from the latency look-up table
-(:class:`~nasx.evaluate.latency_table.LatencyTable`) — no candidate is timed during the search.
+(:class:`~nasx.evaluate.latency_table.LatencyTable`) — no candidate is timed during the search —
+or, when the short training's ``latency_runtime`` is ``"onnxruntime"``, from timing each candidate's
+ONNX export in ONNX Runtime (the table times parts inside a PyTorch forward, which a graph lacks).
 
 Named baselines (``"baseline:<name>"``: whole detectors outside the space, e.g. MobileNetV2-FPNLite)
 are trained and scored the same way, but timed (the table covers only the space's parts).
@@ -53,11 +55,13 @@ class NasEodEvaluator(ShortTrainEvaluator):
 
     Args:
         data: dataset directory (COCO layout). space: a :class:`~nasx.spaces.nas_eod.NasEodSpace`.
-        table: the :class:`LatencyTable` (or its ``to_dict()``) of ``space`` on the target device.
+        table: the :class:`LatencyTable` (or its ``to_dict()``) of ``space`` on the target device;
+            None exactly when ``config.latency_runtime`` is not ``"torch"`` (every candidate is timed).
         baselines: name -> (build spec, (H, W)) of the named baselines.
         reward: :class:`EodRewardConfig` with its target latency set.
         config: the short training (:class:`ShortTrainConfig`; its ``latency`` flag is ignored:
-            candidates are predicted, baselines measured). device, threads: as ShortTrainEvaluator.
+            candidates are predicted, baselines measured; ``latency_runtime``: torch (the table) or onnxruntime
+            (all measured)). device, threads: as ShortTrainEvaluator.
     """
 
     def __init__(self, data, *, space, table, baselines: Mapping[str, tuple], reward: EodRewardConfig,
@@ -65,7 +69,10 @@ class NasEodEvaluator(ShortTrainEvaluator):
         super().__init__(data, space=space, config=config, device=device, threads=threads)
         if reward.target_latency_ms is None:
             raise ValueError("NasEodEvaluator: the reward needs a target latency (EodRewardConfig.target_latency_ms)")
-        self.table = table if isinstance(table, dict) else table.to_dict()
+        if (table is None) != (config.latency_runtime != "torch"):
+            raise ValueError(f"NasEodEvaluator: a latency table goes with latency_runtime 'torch' and only with it; "
+                             f"got {'no table' if table is None else 'a table'} and {config.latency_runtime!r}")
+        self.table = table if table is None or isinstance(table, dict) else table.to_dict()
         self.baselines = {name: (dict(spec), tuple(size)) for name, (spec, size) in baselines.items()}
         self.reward = reward
 
@@ -118,9 +125,10 @@ class NasEodEvaluator(ShortTrainEvaluator):
         # Held-out losses need the targets in the same resized frame as training: the val transform.
         losses = self.held_out_losses(model, build_loader(subset, 16), self.device)
         model.cpu()
-        if is_baseline:
-            latency = measure_latency(model, torch.rand(1, 3, *size), device=self.device, warmup=2,
-                                      repeats=cfg.latency_repeats).median_ms
+        if is_baseline or self.table is None:
+            device = self.device if cfg.latency_runtime == "torch" else "cpu"   # ONNX Runtime's CPU provider
+            latency = measure_latency(model, torch.rand(1, 3, *size), device=device, warmup=2,
+                                      repeats=cfg.latency_repeats, runtime=cfg.latency_runtime).median_ms
             source = "measured"
         else:
             latency, source = LatencyTable.from_dict(self.table).predict(encoding), "lut"
@@ -128,7 +136,8 @@ class NasEodEvaluator(ShortTrainEvaluator):
         reward = eod_reward(losses["cls"], losses["reg"], latency, target_ms=r.target_latency_ms, lambda_c=r.lambda_c,
                             lambda_r=r.lambda_r, beta=r.beta, form=r.form)
         return {"status": "ok", "reward": reward, "cls_loss": losses["cls"], "reg_loss": losses["reg"],
-                "latency_ms": latency, "latency_source": source, "map": metrics["AP"], "ap50": metrics["AP50"],
+                "latency_ms": latency, "latency_source": source, "latency_runtime": cfg.latency_runtime,
+                "map": metrics["AP"], "ap50": metrics["AP50"],
                 "params": count_params(model), "macs": count_detector_macs(model, size).total,
                 "input_size": list(size), "s_per_step": result["seconds"] / max(result["steps"], 1),
                 "train_loss": sum(result["final_losses"].values()) if result.get("final_losses") else math.nan,

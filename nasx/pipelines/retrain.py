@@ -42,19 +42,29 @@ def retrain_and_score(run: RunDir, candidates: Sequence[Candidate], *, train_set
                       recipe: TrainRecipe, input_size: tuple[int, int], meta: Optional[dict] = None,
                       prepare: Optional[Callable[[torch.nn.Module, Candidate], None]] = None,
                       log_name: str = "retrained.jsonl", stage: str = "retrain",
-                      runlog: Optional[RunLog] = None, macs_rois: int = 1000) -> list[dict]:
+                      runlog: Optional[RunLog] = None, macs_rois: int = 1000,
+                      latency_runtime: str = "torch",
+                      skip: Optional[Callable[[Candidate, list[dict]], bool]] = None) -> list[dict]:
     """Retrain and score ``candidates`` (those already in ``log_name`` are not run again);
     returns their lines in the order given. ``prepare(model, candidate)`` runs before training
     (weight inheritance); ``meta`` goes into every checkpoint beside ``build``; ``runlog``
     receives the training curves and the scores (TensorBoard); ``macs_rois``: the RoIs per image a
-    two-stage detector's MACs are counted at."""
+    two-stage detector's MACs are counted at; ``latency_runtime``: where each is timed at batch 1
+    (``"torch"`` on ``recipe.device``, or ``"onnxruntime"``: its ONNX export on ONNX Runtime's CPU provider);
+    ``skip(candidate, lines so far)``: asked before training each candidate not yet retrained; True
+    leaves it out (it has no line in what is returned)."""
     from nasx.data import build_loader
     from nasx.evaluate import count_detector_macs, count_params, evaluate_detector, measure_latency
     from nasx.spaces.detectors import build_from_spec
 
     lines = ResultsLog(run.path(log_name))
+    left_out = set()
     for n, cand in enumerate(candidates):
         if cand.encoding in lines:
+            continue
+        if skip is not None and skip(cand, [lines.get(c.encoding) for c in candidates if c.encoding in lines]):
+            left_out.add(cand.encoding)
+            log.info("[%s] %d/%d: %s left out", stage, n + 1, len(candidates), cand.name)
             continue
         log.info("[%s] %d/%d: %s, %d steps", stage, n + 1, len(candidates), cand.name, steps)
         model = build_from_spec(cand.build)
@@ -69,13 +79,16 @@ def retrain_and_score(run: RunDir, candidates: Sequence[Candidate], *, train_set
         metrics = evaluate_detector(model, val_set, loader, device=recipe.device)
         model.cpu()
         macs = count_detector_macs(model, tuple(input_size), num_rois=macs_rois).total
-        latency = measure_latency(model, torch.rand(1, 3, *input_size), device=recipe.device).median_ms
+        device = recipe.device if latency_runtime == "torch" else "cpu"   # ONNX Runtime's provider is the CPU's
+        latency = measure_latency(model, torch.rand(1, 3, *input_size), device=device,
+                                  runtime=latency_runtime).median_ms
         row = lines.append({"encoding": cand.encoding, "name": cand.name, "map": metrics["AP"], "metrics": metrics,
                       "params": count_params(model), "macs": macs, "latency_ms": latency,
+                      "latency_runtime": latency_runtime,
                       "train_s_per_step": result["s_per_step"], "checkpoint": run.relative(work / "last.pt"),
                       **cand.info})
         run.clock.save()
         if runlog is not None:
             runlog.retrained(n, row)
         log.info("      mAP %.3f (AP50 %.3f), %.3f GMACs", metrics["AP"], metrics["AP50"], macs / 1e9)
-    return [dict(lines.get(c.encoding), name=c.name) for c in candidates]
+    return [dict(lines.get(c.encoding), name=c.name) for c in candidates if c.encoding not in left_out]
