@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import needs_cuda
-from nasx.evaluate.latency_table import OPTIONS, LatencyTable
+from nasx.evaluate.latency_table import OPTIONS, LatencyTable, spread_sample
 from nasx.spaces.errors import EncodingError
 from nasx.spaces.nas_eod import BACKBONE_LAYERS, NECK_LEVELS, NasEodSpace
 
@@ -67,6 +67,12 @@ def test_table_round_trips_through_json_and_pickle(table):
         LatencyTable.from_dict({"entries": {}})
     with pytest.raises(ValueError, match=r"entries must be finite non-negative milliseconds"):
         LatencyTable(entries={"stem": -1.0}, space=TINY.settings())
+    # a calibrated table predicts its scale times the sum, and keeps the scale through JSON
+    scaled = table.calibrated(1.3)
+    assert scaled.predict(arch) == pytest.approx(1.3 * table.predict(arch), rel=1e-12)
+    assert LatencyTable.from_dict(json.loads(json.dumps(scaled.to_dict()))) == scaled != table
+    with pytest.raises(ValueError, match="scale must be a finite number > 0"):
+        table.calibrated(0.0)
 
 
 def test_wrong_architectures_and_settings_are_refused(table):
@@ -91,8 +97,31 @@ def test_validate_returns_finite_numbers(table):
     assert -1 <= result["kendall_tau"] <= 1 and result["mean_abs_pct_error"] >= 0
     for pair in result["pairs"]:
         assert pair["predicted_ms"] == table.predict(pair["encoding"]) and pair["measured_ms"] > 0
-    dense = table.validate(n=3, rng=1, repeats=1, warmup=0, postprocess=False)
+    dense = table.validate(n=3, rng=1, repeats=1, warmup=0, postprocess=False, sampling="uniform")
     assert dense["postprocess"] is False and all(math.isfinite(p["measured_ms"]) for p in dense["pairs"])
+    assert result["sampling"] == "spread" and dense["sampling"] == "uniform"
+    # the fitted scale centres the errors: the median measured / predicted ratio
+    ratios = sorted(p["measured_ms"] / p["predicted_ms"] for p in result["pairs"])
+    assert result["scale"] == 1.0 and result["scale_fit"] == pytest.approx((ratios[1] + ratios[2]) / 2)
+    assert math.isfinite(result["mean_abs_pct_error_fitted"])
+    with pytest.raises(ValueError, match="sampling must be one of"):
+        table.validate(n=3, sampling="stratified")
+
+
+def test_spread_sampling_covers_cheap_to_dear(table):
+    """Tilt -1 leans every decision to its cheapest option, +1 to its dearest; the predicted latencies of
+    a spread follow the tilt, and span more than uniform draws do."""
+    rng = random.Random(0)
+    cheap, dear = (TINY.to_indices(spread_sample(TINY, t, rng)) for t in (-1.0, 1.0))
+    sizes = TINY.decision_sizes
+    assert sum(i == 0 for i in cheap) > 0.6 * len(sizes)
+    assert sum(i == n - 1 for i, n in zip(dear, sizes)) > 0.6 * len(sizes)
+    tilts = [-1 + 2 * k / 19 for k in range(20)]
+    spread = [table.predict(spread_sample(TINY, t, rng)) for t in tilts]
+    uniform = [table.predict(TINY.sample(rng)) for _ in tilts]
+    assert spread[0] < spread[-1] and max(spread) - min(spread) > max(uniform) - min(uniform)
+    with pytest.raises(ValueError, match=r"tilt must be in \[-1, 1\]"):
+        spread_sample(TINY, 1.5, rng)
 
 
 def test_thread_clock_table():
