@@ -13,9 +13,10 @@ RUNTIME_PKGS := scipy matplotlib pycocotools Pillow
 # so their tests run.
 TEST_PKGS := pytest hypothesis moocore pymoo 'ray>=2.9' tensorboard 'onnx>=1.16' 'onnxscript>=0.5' 'onnxruntime>=1.25'
 DEPS := $(VENV)/.nasx-deps
-# OpenMP threads that spin while they wait steal the working threads' cores on a shared machine
-# (a 10x slower training step measured on a loaded 2-core CPU); passive waiting costs nothing when it is quiet.
-export OMP_WAIT_POLICY ?= PASSIVE
+# OpenMP's waiting policy is left to the environment. Measured on this 2-core CPU, FCOS at 128 px, batch 16:
+# quiet, spinning threads (the default) take 0.13 s per training step and passive ones 0.36 s; on a machine
+# loaded by other jobs spinning threads steal the working ones' cores (a 10x slower step was measured), so
+# there `make demo OMP_WAIT_POLICY=PASSIVE` (or exporting it) is the faster choice.
 
 # A second environment with the CPU-only torch build, to prove nasx builds without CUDA.
 CPU_VENV ?= .venv-cpu-torch
@@ -39,7 +40,8 @@ DEMO_OUT ?= runs/demo
 DEMO_ARGS ?=
 demo: install
 	@test -f $(DEMO_DATA)/annotations/instances_val.json || $(BIN)/nasx data synth --out $(DEMO_DATA)
-	$(BIN)/nasx search nas-fcos --data $(DEMO_DATA) --out $(DEMO_OUT) --budget-minutes 14 --workers 2 $(DEMO_ARGS)
+	$(BIN)/nasx search nas-fcos --data $(DEMO_DATA) --out $(DEMO_OUT) --budget-minutes 14 --workers 2 \
+		--macs-limit 1.0 --backbone-steps 1000 --retrain-steps 150 --seed-steps 400 $(DEMO_ARGS)
 
 # SM-NAS end to end on the embedded dataset at 1/4 width and 0.16 x the paper's input sizes (800 x 600 -> 128 x 96).
 SM_NAS_OUT ?= runs/demo-sm-nas
@@ -64,7 +66,7 @@ EOD_OUT ?= runs/demo-nas-eod
 demo-nas-eod: install
 	@test -f $(DEMO_DATA)/annotations/instances_val.json || $(BIN)/nasx data synth --out $(DEMO_DATA)
 	$(BIN)/nasx search nas-eod --data $(DEMO_DATA) --out $(EOD_OUT) --budget-minutes 14 --workers 2 \
-		--width 0.5 --input-size 128 --head-convs 2 --short-steps 60 --short-batch-size 16 --short-val-images 100 \
+		--width 0.5 --input-size 128 --head-convs 2 --short-steps 30 --short-batch-size 16 --short-val-images 50 \
 		--lut-repeats 10 --lut-check 30 --min-archs 20 --top-k 2 --retrain-steps 200 $(DEMO_ARGS)
 
 test: install

@@ -73,7 +73,8 @@ def test_proxy_trains_a_decoder_on_cached_features(tiny_data, tmp_path):
 
 TINY_RUN = ["--size", "64", "--backbone", TINY_BACKBONE, "--channels", "8", "--backbone-steps", "6",
             "--retrain-steps", "3", "--proxy-steps", "3", "--proxy-batch-size", "4", "--batch-size", "4", "--round-size", "2",
-            "--top-k", "2", "--min-archs", "6", "--budget-minutes", "0.01", "--quiet"]
+            "--top-k", "2", "--min-archs", "6", "--budget-minutes", "0.01", "--seed-steps", "3", "--crop-size", "16",
+            "--macs-limit", "3", "--quiet"]
 
 
 def test_end_to_end_search_survives_sigkill(tiny_data, tmp_path):
@@ -83,7 +84,8 @@ def test_end_to_end_search_survives_sigkill(tiny_data, tmp_path):
     before, records = killed_then_resumed(cmd, out, env, tmp_path / "stderr.txt")  # baseline + 2 searched
     results = out / "results.jsonl"
     report = json.loads((out / "report.json").read_text())
-    assert report["searched"] >= 6 and report["kendall_tau_n"] == 3
+    # the 0.6-second budget is long spent: the baseline and the best are retrained, top2 left out
+    assert report["searched"] >= 6 and report["kendall_tau_n"] == 2 and report["left_out_for_budget"] == ["top2"]
     for key in ("arch", "map", "macs", "params", "latency_ms"):
         assert key in report["baseline"] and key in report["best"]
     assert report["baseline"]["arch"] == NasFcosArch.parse("baseline").to_string()
@@ -100,16 +102,23 @@ def test_end_to_end_search_survives_sigkill(tiny_data, tmp_path):
         acc.Reload()
         tags |= set(acc.Tags()["scalars"])
     assert {"train/backbone/loss", "search/reward", "search/GMACs", "round/best", "round/entropy",
-            "train/retrain/baseline/lr", "retrain/mAP"} <= tags
+            "train/retrain-classifier/baseline/lr", "retrain/mAP"} <= tags
     listed = subprocess.run([sys.executable, "-m", "nasx", "runs", "list", str(tmp_path)], env=env, capture_output=True,
                             text=True, timeout=120)
     assert listed.returncode == 0 and "nas-fcos  done" in listed.stdout, listed.stdout + listed.stderr
     page = (out / "report.html").read_text()                   # one row per results.jsonl line, plots inlined
     archs = page[page.index('id="archs"'):].split("</table>")[0]
     assert archs.count("<tr") == len(records) + 1 and "data:image/png;base64," in page
-    assert [s.stem for s in sorted((out / "stages").glob("*.json"))] == ["backbone", "cache", "report", "retrain",
-                                                                        "search"]
+    assert [s.stem for s in sorted((out / "stages").glob("*.json"))] == ["backbone", "cache", "report",
+                                                                        "retrain-classifier", "search", "seed"]
+    # the MACs limit: the baseline's reward is unpenalised, every candidate's loss reward kept beside its reward
+    assert all("loss_reward" in r and r["reward"] == pytest.approx(r["loss_reward"] - r["cost_penalty"])
+               for r in records if r.get("status") == "ok")
+    assert report["macs_limit"]["macs"] == pytest.approx(3 * report["baseline"]["macs"])
+    assert report["best"] is None or report["best"]["macs"] <= report["macs_limit"]["macs"] * (1 + 1e-9)
+    assert report["final_init"] == "classifier" and report["seed"]["steps"] == 3
     # the best checkpoint says how to rebuild its detector: `nasx eval` scores it as it is
+    assert report["best"] is not None, "the tiny search found nothing within 3x the baseline's MACs"
     scored = subprocess.run([sys.executable, "-m", "nasx", "eval", "--data", str(tiny_data), "--checkpoint",
                              str(out / "best.pt"), "--json"], env=env, capture_output=True, text=True, timeout=300)
     assert scored.returncode == 0, scored.stderr[-3000:]
@@ -119,6 +128,15 @@ def test_end_to_end_search_survives_sigkill(tiny_data, tmp_path):
     more = [c if c != "0.01" else "5" for c in cmd]
     again = subprocess.run(more, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
+    assert results.read_text().splitlines() == [json.dumps(r, separators=(",", ":")) for r in records]
+
+    # the same search retrained the other way (weight inheritance): its own log, both modes in the report
+    assert subprocess.run(more + ["--final-init", "inherit"], env=env, capture_output=True, text=True,
+                          timeout=600).returncode == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["final_init"] == "inherit" and set(report["modes"]) == {"classifier", "inherit"}
+    # with 5 minutes the resumed runs had time for top2 too, in both modes
+    assert all(m["n"] == 3 for m in report["modes"].values()) and (out / "retrained.jsonl").is_file()
     assert results.read_text().splitlines() == [json.dumps(r, separators=(",", ":")) for r in records]
 
 
@@ -148,6 +166,14 @@ def test_a_moved_run_resumes_and_a_changed_setting_is_named(tmp_path):
         run_dir("b", channels=64).freeze_config()
     with pytest.raises(ValueError, match=r"other settings \(proxy: .*'steps': 30.*'steps': 31"):
         run_dir("b", proxy=ProxyConfig(steps=31)).freeze_config()
+    # a run started before a setting existed: missing (top level or nested) = that setting's default
+    saved = json.loads((tmp_path / "b" / "config.json").read_text())
+    del saved["proxy"]["latency_runtime"], saved["channels"]
+    (tmp_path / "b" / "config.json").write_text(json.dumps(saved))
+    run_dir("b").freeze_config()
+    (tmp_path / "b" / "config.json").write_text(json.dumps(saved))
+    with pytest.raises(ValueError, match=r"other settings \(proxy: .*'latency_runtime': 'onnxruntime'"):
+        run_dir("b", proxy=ProxyConfig(steps=30, latency_runtime="onnxruntime")).freeze_config()
     other = RunDir(tmp_path / "b", pipeline="sm-nas", config=NasFcosConfig(data="d", out="b"))
     with pytest.raises(ValueError, match="holds a nas-fcos run, not sm-nas"):
         other.freeze_config()
@@ -286,3 +312,51 @@ def test_without_tensorboard_the_run_says_so_once_and_goes_on(tmp_path, monkeypa
     runlog.training("backbone")(10, {"loss": 1.0})
     runlog.close()
     assert not (tmp_path / "tb").exists()
+
+
+def _row(name, mAP, gmacs, tmp_path, **extra):
+    ckpt = tmp_path / f"{name}.pt"
+    ckpt.write_bytes(b"checkpoint")
+    return {"name": name, "encoding": name, "map": mAP, "metrics": {"AP50": 2 * mAP}, "macs": gmacs * 1e9,
+            "params": 1e6, "latency_ms": 10.0, "reward": -1.0, "loss_reward": -1.0, "train_s_per_step": 0.2,
+            "proxy_s_per_step": 0.1, "checkpoint": ckpt.name, **extra}
+
+
+def test_report_best_is_within_the_limit_and_the_baseline_dominance_is_named(tmp_path):
+    """The best is the best retrained decoder within the MACs limit (not the best overall); the
+    searched decoders the baseline dominates are named; the plot draws them and the limit."""
+    from nasx.pipelines.nas_fcos import NasFcosConfig, _NasFcos, format_summary
+    from nasx.search import ResultsLog
+
+    run = _NasFcos(NasFcosConfig(data="d", out=str(tmp_path), macs_limit=1.0, top_k=3, min_archs=3))
+    results = ResultsLog(tmp_path / "results.jsonl")
+    results.append({"encoding": run.space.canonical("baseline"), "source": "baseline", "status": "ok",
+                    "reward": -1.0, "macs": 0.05e9, "s_per_step": 0.1})
+    rows = [_row("baseline", 0.20, 0.05, tmp_path), _row("top1", 0.30, 0.08, tmp_path),   # better, dearer
+            _row("top2", 0.22, 0.045, tmp_path), _row("top3", 0.15, 0.06, tmp_path)]     # top3: dominated
+    report = run.stage_report(results, {"rounds": 1, "stopped": "budget"}, rows, ["top4"])
+    assert report["best"]["arch"] == "top2" and report["best_beats_baseline"] is True
+    assert report["macs_limit"]["macs"] == pytest.approx(0.05e9)
+    assert report["dominated_by_baseline"] == ["top3"] and report["left_out_for_budget"] == ["top4"]
+    assert (tmp_path / "pareto.png").stat().st_size > 0 and (tmp_path / "best.json").is_file()
+    text = format_summary(report)
+    assert "best within limit" in text and "dominated by the baseline: top3" in text and "top4" in text
+    # nothing within the limit: no best, said so
+    report = run.stage_report(results, {"rounds": 1, "stopped": "budget"}, rows[:2], [])
+    assert report["best"] is None and "no retrained decoder is within the MACs limit" in format_summary(report)
+
+
+def test_retraining_leaves_out_what_would_overrun_the_budget(tmp_path):
+    """Predicted from the baseline's measured retraining step, the candidate's proxy step factor and
+    how far the factor missed for those retrained so far."""
+    from nasx.pipelines.nas_fcos import NasFcosConfig, _NasFcos
+    from nasx.pipelines.retrain import Candidate
+
+    run = _NasFcos(NasFcosConfig(data="d", out=str(tmp_path), retrain_steps=100, budget_minutes=1.0))
+    rows = [{"train_s_per_step": 0.1, "step_factor": 1.0},      # baseline: 0.1 s per step
+            {"train_s_per_step": 0.4, "step_factor": 2.0}]      # top1 ran 2x slower than its factor said
+    cheap, dear = (Candidate(n, n, {}, {"step_factor": f}) for n, f in (("a", 1.0), ("b", 2.5)))
+    # nothing spent: a needs 100 * 0.1 * 1 * 2 + 10 = 30 s, b 100 * 0.1 * 2.5 * 2 + 10 = 60 s of 63 allowed
+    assert run.fits(cheap, rows) and run.fits(dear, rows)
+    run.run.clock.before = 20.0                                 # 20 s spent
+    assert run.fits(cheap, rows) and not run.fits(dear, rows)

@@ -166,6 +166,12 @@ def test_stopping_rules(tmp_path):
     out = run_search(RandomSearch(space, seed=0), toy_reward, results, state_path=tmp_path / "b.pt", round_size=2,
                      time_left=lambda: -1.0, min_evaluations=3, progress=False)
     assert out["stopped"] == "budget" and 3 <= out["evaluated"] <= 4
+    # only the counted records (e.g. the trained ones) make up the minimum; the others are still logged
+    results = ResultsLog(tmp_path / "c.jsonl")
+    out = run_search(RandomSearch(space, seed=0), toy_reward, results, state_path=tmp_path / "c.pt", round_size=2,
+                     time_left=lambda: -1.0, min_evaluations=3, progress=False,
+                     counted=lambda r: r["reward"] > 0.5)
+    assert out["stopped"] == "budget" and 3 <= out["evaluated"] == sum(r["reward"] > 0.5 for r in results)
 
 
 def test_resuming_with_another_strategy_or_round_size_is_refused(tmp_path):

@@ -15,23 +15,12 @@ the default 1 costs as much as one unit of loss per target latency over the targ
 """
 from __future__ import annotations
 
-import math
+from nasx.evaluate.cost_penalty import COST_FORMS, cost_term
+from nasx.evaluate.cost_penalty import finite as _finite
 
 __all__ = ["LATENCY_FORMS", "eod_reward", "latency_term"]
 
-LATENCY_FORMS = ("hinge", "linear")
-
-
-def _finite(who: str, name: str, value, minimum=None) -> float:
-    """``value`` as a float (numpy and 0-d torch numbers too), or ValueError saying what came."""
-    try:
-        out = float(value)
-    except (TypeError, ValueError):
-        out = math.nan
-    if not math.isfinite(out) or (minimum is not None and out < minimum):
-        bound = "" if minimum is None else f" >= {minimum}"
-        raise ValueError(f"{who}: {name} must be a finite number{bound}, got {value!r}")
-    return out
+LATENCY_FORMS = COST_FORMS
 
 
 def latency_term(latency_ms: float, *, target_ms: float, beta: float = 1.0, form: str = "hinge") -> float:
@@ -42,9 +31,7 @@ def latency_term(latency_ms: float, *, target_ms: float, beta: float = 1.0, form
     target = _finite("latency_term", "target_ms", target_ms, 0)
     if target == 0:
         raise ValueError(f"latency_term: target_ms must be > 0 milliseconds, got {target_ms!r}")
-    beta = _finite("latency_term", "beta", beta, 0)
-    ratio = latency / target
-    return beta * (max(0.0, ratio - 1.0) if form == "hinge" else ratio)
+    return cost_term(latency, limit=target, beta=_finite("latency_term", "beta", beta, 0), form=form)
 
 
 def eod_reward(cls_loss: float, reg_loss: float, latency_ms: float, *, target_ms: float, lambda_c: float = 1.0,

@@ -12,7 +12,8 @@ only ``config.json`` and ``results.jsonl`` renders too):
 - every ``*.png`` at the top of the run directory (``pareto.png``, ...);
 - every evaluated architecture (``results.jsonl``, table ``id="archs"``, one row per line,
   failed ones marked with their error), sortable by clicking a header;
-- the retrained detectors (``retrained.jsonl``, else ``report.json``'s ``retrained``);
+- the retrained detectors (``retrained.jsonl``, or the current mode's ``retrained-<mode>.jsonl``, else
+  ``report.json``'s ``retrained``);
 - the minutes per stage (differences of the ``stages/*.json`` markers' ``finished_at_seconds``);
 - the settings (``config.json``) and the commands that reproduce the run (with the pipeline's
   own flags when ``nasx search`` knows it, else ``--field-name`` per scalar setting).
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Iterable, Optional, Sequence
 
 from nasx.atomic import write_text
+from nasx.pipelines.rundir import retrained_path
 from nasx.search.results import read_records
 
 __all__ = ["write_html_report"]
@@ -234,7 +236,7 @@ def write_html_report(run_dir) -> Path:
     report = _read_json(root / "report.json")
     report = report if isinstance(report, dict) else None
     results = read_records(root / "results.jsonl")
-    retrained = read_records(root / "retrained.jsonl") or list((report or {}).get("retrained") or [])
+    retrained = read_records(retrained_path(root)) or list((report or {}).get("retrained") or [])
     pipeline = str(config.get("pipeline", "search"))
     title = f"{pipeline}: {root.resolve().name}"
     parts = [f"<h1>{_e(title)}</h1>", "<h2>Summary</h2>", _kv_table(_headline(report, results), ("", "value"))]

@@ -45,9 +45,11 @@ COSTS = {"macs": ("GMACs", 1e-9), "latency_ms": ("latency ms", 1.0)}
 
 def pareto_plot(run: RunDir, rows: Sequence[Mapping], *, marked: Optional[Mapping[str, Mapping]] = None,
                 title: str = "", name: str = "pareto.png", archive_name: str = "archive.json",
-                cost: str = "macs") -> ParetoArchive:
+                cost: str = "macs", rings: Optional[Mapping[str, Sequence[Mapping]]] = None,
+                limit: Optional[tuple[str, float]] = None) -> ParetoArchive:
     """``cost`` (GMACs or latency, see :data:`COSTS`) vs mAP of ``rows`` with their front
-    (``archive_name`` keeps them), and the ``marked`` rows drawn as named points."""
+    (``archive_name`` keeps them), the ``marked`` rows drawn as named points, the ``rings`` groups
+    of rows circled, and ``limit`` (label, cost in the rows' units) as a vertical line."""
     if cost not in COSTS:
         raise ValueError(f"pareto_plot: cost must be one of {sorted(COSTS)}, got {cost!r}")
     axis, scale = COSTS[cost]
@@ -56,7 +58,9 @@ def pareto_plot(run: RunDir, rows: Sequence[Mapping], *, marked: Optional[Mappin
         archive.add(r["encoding"], {"mAP": r["map"], axis: r[cost] * scale}, {"name": r.get("name")})
     archive.save(run.path(archive_name))
     archive.plot(run.path(name), title=title,
-                 baselines={label: (r[cost] * scale, r["map"]) for label, r in (marked or {}).items()})
+                 baselines={label: (r[cost] * scale, r["map"]) for label, r in (marked or {}).items()},
+                 rings={label: [(r[cost] * scale, r["map"]) for r in group] for label, group in (rings or {}).items()},
+                 vlines=None if limit is None else {limit[0]: limit[1] * scale})
     return archive
 
 

@@ -8,6 +8,8 @@ Layout (shared by all pipelines; each adds its own files)::
     stages/<name>.json a finished stage, what it measured and the clock when it finished; present =
                        skipped on resume
     results.jsonl      one line per evaluated architecture (nasx.search.results)
+    retrained.jsonl    one line per retrained detector; retrained-<mode>.jsonl when a pipeline can
+                       retrain the same search in several modes (NAS-FCOS's --final-init)
     report.json        the pipeline's report, written last
 
 Settings are a pipeline's config dataclass. Resuming with different settings is an error that
@@ -26,9 +28,48 @@ from typing import Iterable, Optional
 from nasx.atomic import read_json, write_json
 from nasx.search.clock import BudgetClock
 
-__all__ = ["RunDir"]
+__all__ = ["RunDir", "retrained_log_name", "retrained_path"]
 
 log = logging.getLogger(__name__)
+
+
+def retrained_log_name(mode: Optional[str] = None) -> str:
+    """The retrained log of a final-training mode (None or ``"inherit"``: ``retrained.jsonl``)."""
+    return "retrained.jsonl" if mode in (None, "inherit") else f"retrained-{mode}.jsonl"
+
+
+def retrained_path(root) -> Path:
+    """The retrained log of a run directory's current mode (its ``config.json``'s ``final_init``)."""
+    root = Path(root)
+    config = root / "config.json"
+    mode = read_json(config).get("final_init") if config.exists() else None
+    return root / retrained_log_name(mode)
+
+
+def _plain(value):
+    return json.loads(json.dumps(dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value))
+
+
+def _defaults(config) -> dict:
+    """The default of every setting of ``config`` that has one, as plain JSON (nested configs whole)."""
+    out = {}
+    for f in dataclasses.fields(config):
+        if f.default is not dataclasses.MISSING:
+            out[f.name] = _plain(f.default)
+        elif f.default_factory is not dataclasses.MISSING:
+            out[f.name] = _plain(f.default_factory())
+    return out
+
+
+def _filled(saved: dict, defaults: dict) -> dict:
+    """``saved`` with the settings it lacks taken from ``defaults``, nested dictionaries included."""
+    out = dict(saved)
+    for k, v in defaults.items():
+        if k not in out:
+            out[k] = v
+        elif isinstance(v, dict) and isinstance(out[k], dict):
+            out[k] = _filled(out[k], v)
+    return out
 
 
 class RunDir:
@@ -85,7 +126,9 @@ class RunDir:
         path = self.path("config.json")
         now = self.settings()
         if path.exists():
-            before = read_json(path)
+            # A setting added to nasx after the run started is missing there: its default is what that
+            # run computed with (a new setting's default keeps the old behaviour), so it is no change.
+            before = _filled(read_json(path), _defaults(self.config))
             if before.get("pipeline", self.pipeline) != self.pipeline:
                 raise ValueError(f"{self.root} holds a {before['pipeline']} run, not {self.pipeline}; choose another --out")
             changed = sorted(k for k in set(now) | set(before)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Optional
 
 from nasx.atomic import read_json
+from nasx.pipelines.rundir import retrained_path
 from nasx.search.results import read_records
 
 __all__ = ["find_runs", "run_status", "run_summary", "settings_diff", "compare_plot"]
@@ -66,7 +67,7 @@ def settings_diff(a, b) -> dict:
 def _points(run: Path, metric: str) -> list[tuple[str, float, float]]:
     """(name, GMACs, metric) of a run's retrained detectors (``map``) or evaluated candidates (``reward``)."""
     if metric == "map":
-        return [(r.get("name", ""), r["macs"] / 1e9, r["map"]) for r in read_records(run / "retrained.jsonl")]
+        return [(r.get("name", ""), r["macs"] / 1e9, r["map"]) for r in read_records(retrained_path(run))]
     return [(r.get("source", ""), r["macs"] / 1e9, r["reward"]) for r in read_records(run / "results.jsonl")
             if r.get("status") == "ok" and r.get("reward") is not None and r.get("macs") is not None]
 
@@ -82,7 +83,7 @@ def compare_plot(a, b, out) -> Path:
     from nasx.search.archive import ParetoArchive
 
     runs = [Path(a), Path(b)]
-    metric = "map" if all((r / "retrained.jsonl").exists() for r in runs) else "reward"
+    metric = "map" if all(retrained_path(r).exists() for r in runs) else "reward"
     label = {"map": "mAP of the retrained detectors", "reward": "search reward"}[metric]
     fig, ax = plt.subplots(figsize=(6.0, 4.2), constrained_layout=True)
     for k, run in enumerate(runs):

@@ -195,12 +195,16 @@ class ParetoArchive:
         baselines: Mapping[str, Sequence[float]] | None = None,
         title: str | None = None,
         annotate_front: bool = False,
+        rings: Mapping[str, Sequence[Sequence[float]]] | None = None,
+        vlines: Mapping[str, float] | None = None,
         dpi: int = 200,
     ) -> Path:
         """Saves a PNG of two objectives: every entry, the front of those two
         objectives highlighted and joined as the step line that bounds the dominated
         region, and optional named reference points (e.g. ``{"RetinaNet": (45.0, 34.0)}``
-        in (x, y) order). Defaults: x = the second objective, y = the first."""
+        in (x, y) order). ``rings``: named groups of (x, y) points circled in red (e.g.
+        the entries a baseline dominates); ``vlines``: named x values drawn as dashed
+        vertical lines (e.g. a cost limit). Defaults: x = the second objective, y = the first."""
         import matplotlib
 
         matplotlib.use("Agg", force=False)
@@ -237,6 +241,14 @@ class ParetoArchive:
         for k, (label, point) in enumerate((baselines or {}).items()):
             ax.scatter([point[0]], [point[1]], marker=markers[k % len(markers)], s=90, color=f"C{(k + 1) % 10}",
                        edgecolors="black", linewidths=0.6, zorder=5, label=label)
+        for label, points in (rings or {}).items():
+            if len(points):
+                px, py = zip(*((float(p[0]), float(p[1])) for p in points))
+                ax.scatter(px, py, s=110, facecolors="none", edgecolors="tab:red", linewidths=1.2, zorder=6,
+                           label=f"{label} ({len(points)})")
+        for k, (label, value) in enumerate((vlines or {}).items()):
+            ax.axvline(float(value), color="0.35", linestyle=("--", ":", "-.")[k % 3], linewidth=1.0, zorder=1,
+                       label=label)
         arrow = {True: "higher is better", False: "lower is better"}
         ax.set_xlabel(f"{x} ({arrow[self.maximize[jx]]})")
         ax.set_ylabel(f"{y} ({arrow[self.maximize[jy]]})")

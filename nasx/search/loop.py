@@ -53,7 +53,8 @@ def run_search(strategy: Strategy, evaluator: Callable[[str], Mapping], results:
                max_evaluations: Optional[int] = None, min_evaluations: int = 0, max_stale_rounds: int = 50,
                source: str = "search", progress: bool = True,
                on_round: Optional[Callable[[dict], None]] = None,
-               on_record: Optional[Callable[[dict], None]] = None) -> dict:
+               on_record: Optional[Callable[[dict], None]] = None,
+               counted: Optional[Callable[[Mapping], bool]] = None) -> dict:
     """Run (or resume) a search; returns ``{"rounds", "evaluated", "stopped", "history"}``.
 
     Args:
@@ -68,6 +69,8 @@ def run_search(strategy: Strategy, evaluator: Callable[[str], Mapping], results:
             :class:`~nasx.search.clock.BudgetClock`).
         on_round: called with each round's history entry (after it is saved).
         on_record: called with each new record once it is in the log.
+        counted: which records count toward ``min_evaluations`` / ``max_evaluations`` (default all;
+            e.g. only the trained ones when a cost limit rejects candidates before training).
     """
     if round_size < 1:
         raise ValueError(f"run_search: round_size must be >= 1, got {round_size}")
@@ -82,7 +85,8 @@ def run_search(strategy: Strategy, evaluator: Callable[[str], Mapping], results:
                              f"same settings or start a new run")
         strategy.load_state_dict(state["strategy"])
         round_no, history = int(state["round"]), list(state["history"])
-    mine = {r["encoding"] for r in results if r.get("source") == source}
+    counted = counted or (lambda record: True)
+    mine = {r["encoding"] for r in results if r.get("source") == source and counted(r)}
     objective = strategy.objective
     bar = Progress(max_evaluations, f"search ({strategy.name})", unit="arch", initial=len(mine), enabled=progress)
     stopped, stale = "budget", 0
@@ -109,7 +113,8 @@ def run_search(strategy: Strategy, evaluator: Callable[[str], Mapping], results:
                 record = {"encoding": todo[i], "source": source, "round": round_no, **out}
                 record.setdefault("status", "ok")
                 record = results.append(record)
-                mine.add(todo[i])
+                if counted(record):
+                    mine.add(todo[i])
                 if on_record is not None:
                     on_record(record)
                 bar.update(1, best=best_so_far())
