@@ -191,6 +191,12 @@ def count_detector_macs(detector: nn.Module, image_size: tuple[int, int], *, bat
 RUNTIMES = ("torch", "onnxruntime")
 
 
+def runtime_device(device, runtime: str):
+    """Where a search times a candidate it trained on ``device``: there in PyTorch; on the CPU in
+    ONNX Runtime, whose execution provider is the CPU's whatever device the training used."""
+    return device if runtime == "torch" else "cpu"
+
+
 @dataclass
 class LatencyReport:
     """Wall-clock time of one forward pass, in milliseconds, over ``repeats`` timed runs, on ``device``

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from nasx.evaluate.cost import RUNTIMES, count_detector_macs, count_params, measure_latency
+from nasx.evaluate.cost import RUNTIMES, count_detector_macs, count_params, measure_latency, runtime_device
 from nasx.evaluate.feature_cache import FeatureCache
 from nasx.spaces.space import arch_key
 
@@ -191,7 +191,6 @@ class DecoderProxy:
         out = {"params": count_params(model), "macs": count_detector_macs(model, (h, w)).total}
         if latency:
             image = torch.rand(1, 3, h, w)
-            device = self.device if runtime == "torch" else "cpu"  # ONNX Runtime's provider is the CPU's
-            out["latency_ms"] = measure_latency(model, image, device=device, warmup=2, repeats=10,
-                                                runtime=runtime).median_ms
+            out["latency_ms"] = measure_latency(model, image, device=runtime_device(self.device, runtime), warmup=2,
+                                                repeats=10, runtime=runtime).median_ms
         return out

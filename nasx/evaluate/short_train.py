@@ -19,7 +19,7 @@ from typing import Optional
 import torch
 
 from nasx.evaluate.coco_eval import evaluate_detector
-from nasx.evaluate.cost import RUNTIMES, count_detector_macs, count_params, measure_latency
+from nasx.evaluate.cost import RUNTIMES, count_detector_macs, count_params, measure_latency, runtime_device
 
 __all__ = ["ShortTrainConfig", "ShortTrainEvaluator"]
 
@@ -130,9 +130,8 @@ class ShortTrainEvaluator:
                "train_loss": sum(result["final_losses"].values()) if result.get("final_losses") else math.nan}
         if cfg.latency:
             images = torch.rand(1, 3, *size)
-            # ONNX Runtime's CPU provider is a CPU whatever device the candidate trained on.
-            device = self.device if cfg.latency_runtime == "torch" else "cpu"
-            out["latency_ms"] = measure_latency(model, images, device=device, warmup=2, repeats=cfg.latency_repeats,
+            out["latency_ms"] = measure_latency(model, images, device=runtime_device(self.device, cfg.latency_runtime),
+                                                warmup=2, repeats=cfg.latency_repeats,
                                                 runtime=cfg.latency_runtime).median_ms
         out["seconds"] = time.perf_counter() - start
         return out

@@ -162,7 +162,7 @@ class _NasEod:
 
     def target_ms(self) -> float:
         """T: the flag, or the measured latency of the narrowest MobileNetV2-FPNLite (measured once)."""
-        from nasx.evaluate.cost import measure_latency
+        from nasx.evaluate.cost import measure_latency, runtime_device
         from nasx.spaces.detectors import build_from_spec
 
         if self.cfg.target_latency_ms is not None:
@@ -172,7 +172,7 @@ class _NasEod:
             spec, size = self.space.baseline_spec(self.space.neck_widths[0])
             runtime = self.cfg.short.latency_runtime
             ms = measure_latency(build_from_spec(spec), torch.rand(1, 3, *size), warmup=3, repeats=20, runtime=runtime,
-                                 device=self.cfg.device if runtime == "torch" else "cpu").median_ms
+                                 device=runtime_device(self.cfg.device, runtime)).median_ms
             done = self.run.mark_done("target", {"target_latency_ms": ms, "from": f"MobileNetV2-FPNLite@"
                                                                                   f"{self.space.neck_widths[0]}"})
         return done["target_latency_ms"]

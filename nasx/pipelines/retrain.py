@@ -55,6 +55,7 @@ def retrain_and_score(run: RunDir, candidates: Sequence[Candidate], *, train_set
     leaves it out (it has no line in what is returned)."""
     from nasx.data import build_loader
     from nasx.evaluate import count_detector_macs, count_params, evaluate_detector, measure_latency
+    from nasx.evaluate.cost import runtime_device
     from nasx.spaces.detectors import build_from_spec
 
     lines = ResultsLog(run.path(log_name))
@@ -79,9 +80,8 @@ def retrain_and_score(run: RunDir, candidates: Sequence[Candidate], *, train_set
         metrics = evaluate_detector(model, val_set, loader, device=recipe.device)
         model.cpu()
         macs = count_detector_macs(model, tuple(input_size), num_rois=macs_rois).total
-        device = recipe.device if latency_runtime == "torch" else "cpu"   # ONNX Runtime's provider is the CPU's
-        latency = measure_latency(model, torch.rand(1, 3, *input_size), device=device,
-                                  runtime=latency_runtime).median_ms
+        latency = measure_latency(model, torch.rand(1, 3, *input_size), runtime=latency_runtime,
+                                  device=runtime_device(recipe.device, latency_runtime)).median_ms
         row = lines.append({"encoding": cand.encoding, "name": cand.name, "map": metrics["AP"], "metrics": metrics,
                       "params": count_params(model), "macs": macs, "latency_ms": latency,
                       "latency_runtime": latency_runtime,
