@@ -124,6 +124,27 @@ def test_measure_latency_reports_positive_times():
         measure_latency(model, torch.randn(1, 3, 8, 8), repeats=0)
 
 
+def test_measure_latency_at_one_thread_on_the_thread_clock():
+    """The thread count is set while timing and restored; the thread clock leaves out time spent
+    preempted — here, asleep: a call that sleeps 30 ms reads about 30 ms on the wall, ~0 on the thread."""
+    import time
+
+    class Sleepy(nn.Module):
+        def forward(self, x):
+            time.sleep(0.03)
+            return x
+
+    before = torch.get_num_threads()
+    wall = measure_latency(Sleepy(), torch.randn(1), warmup=0, repeats=3, threads=1)
+    cpu = measure_latency(Sleepy(), torch.randn(1), warmup=0, repeats=3, threads=1, clock="thread")
+    assert wall.median_ms >= 29 and cpu.median_ms < 10 and cpu.clock == "thread" and cpu.threads == 1
+    assert torch.get_num_threads() == before
+    with pytest.raises(ValueError, match=r"measure_latency: clock 'thread' .* 2 threads"):
+        measure_latency(Sleepy(), torch.randn(1), threads=2, clock="thread")
+    with pytest.raises(ValueError, match=r"clock must be one of"):
+        measure_latency(Sleepy(), torch.randn(1), clock="cpu")
+
+
 @needs_cuda
 def test_measure_latency_on_cuda():
     model = nn.Conv2d(3, 8, 3)

@@ -70,6 +70,29 @@ def test_proxy_trains_a_decoder_on_cached_features(tiny_data, tmp_path):
     with pytest.raises(ValueError, match="meta-train and meta-val"):
         DecoderProxy(tmp_path / "cache", [], [1], space=NasFcosSpace(), num_classes=8, detector_kwargs={}, backbone={})
 
+    # what the proxy study relies on: step k of a longer training is a k-step training, per Polyak decay
+    *_, (_, _, short, _) = proxy.train(BASELINE, steps=2, polyaks=(0.0, 0.95))
+    seen = {step: {d: [p.clone() for p in m.parameters()] for d, m in avgs.items()}
+            for step, _, avgs, _ in proxy.train(BASELINE, steps=4, polyaks=(0.0, 0.95), at=(2,))}
+    assert sorted(seen) == [2, 4]
+    for d in (0.0, 0.95):
+        for a, b in zip(seen[2][d], short[d].parameters()):
+            torch.testing.assert_close(a, b, rtol=0, atol=0)
+    # the mAP reward: COCO AP of the decoder's detections on meta-val, the loss beside it
+    scored = proxy.score(short[0.95], reward="map")
+    assert 0.0 <= scored["reward"] == scored["meta_val_map"] <= 1.0 and scored["meta_val_loss"] > 0
+    loss = proxy.score(short[0.95])
+    assert loss["reward"] == pytest.approx(-loss["meta_val_loss"]) and "meta_val_map" not in loss
+    # meta-val prefixes share the forward passes: the first prefix is what scoring it alone gives
+    both = proxy.score_prefixes(short[0.95], [13, 15, 12, 14], (2, 4), reward="map")
+    alone = proxy.score(short[0.95], reward="map", indices=[13, 15])
+    assert both[0]["meta_val_loss"] == pytest.approx(alone["meta_val_loss"], rel=1e-6)
+    assert both[0]["meta_val_map"] == pytest.approx(alone["meta_val_map"]) and both[1]["meta_val_loss"] > 0
+    with pytest.raises(ValueError, match="reward must be one of"):
+        proxy.score(short[0.95], reward="accuracy")
+    with pytest.raises(ValueError, match="reward must be one of"):
+        ProxyConfig(reward="ap")
+
 
 TINY_RUN = ["--size", "64", "--backbone", TINY_BACKBONE, "--channels", "8", "--backbone-steps", "6",
             "--retrain-steps", "3", "--proxy-steps", "3", "--proxy-batch-size", "4", "--batch-size", "4", "--round-size", "2",
@@ -138,6 +161,28 @@ def test_end_to_end_search_survives_sigkill(tiny_data, tmp_path):
     # with 5 minutes the resumed runs had time for top2 too, in both modes
     assert all(m["n"] == 3 for m in report["modes"].values()) and (out / "retrained.jsonl").is_file()
     assert results.read_text().splitlines() == [json.dumps(r, separators=(",", ":")) for r in records]
+
+    # the proxy study on this run's three retrained decoders: the run's own setting reproduces its tau
+    study_dir = tmp_path / "study"
+    done = subprocess.run([sys.executable, "-m", "nasx", "runs", "proxy-study", str(out), "--steps", "2,3", "--lr",
+                           "2e-3", "--polyak", "0.95", "--val-images", "1,0", "--seeds", "0,1", "--workers", "1",
+                           "--retrain-seed", "1", "--out", str(study_dir)], env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    study = json.loads((study_dir / "study.json").read_text())
+    own = study["rows"][0]
+    assert own["label"] == "the run's settings" and own["setting"]["steps"] == 3
+    assert own["taus"][0] == pytest.approx(report["modes"]["classifier"]["kendall_tau"], nan_ok=True)
+    labels = [r["setting"] for r in study["rows"]]
+    assert labels[1]["steps"] == 2 and any(r["seeds"] == 2 for r in labels)
+    assert any(r["reward"] == "map" for r in labels) and (study_dir / "study.png").stat().st_size > 0
+    assert "| the run's settings |" in (study_dir / "study.md").read_text()
+    # the ceiling: the same three decoders retrained from another seed, beside the run's retraining
+    assert study["ceiling"]["setting"] is None and len(study["ceiling"]["taus"]) == 1
+    assert len((study_dir / "run" / "retrained-classifier-seed1.jsonl").read_text().splitlines()) == 3
+    refused = subprocess.run([sys.executable, "-m", "nasx", "runs", "proxy-study", str(tmp_path)], env=env,
+                             capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 1 and "not a run directory" in refused.stderr
 
 
 def test_search_cli_refuses_a_run_with_other_settings(tiny_data, tmp_path):

@@ -44,6 +44,11 @@ def test_end_to_end_search_survives_sigkill(tiny_data, tmp_path):
     assert part["front"] and part["start"]["macs"] > 0 and isinstance(part["dominates_start"], bool)
     assert set(part["audit"]) >= {"audited", "would_enter_front", "error_rate"}
     assert len(part["hypervolume"]) == part["rounds"] and part["pruned"] == sum(part["pruned_per_round"])
+    # stage two evolves from the pick: its start model is the population's first member
+    import torch
+
+    state = torch.load(out / "stage2_0_state.pt", weights_only=False)["strategy"]
+    assert state["population"][0]["encoding"] == part["start"]["arch"]
     names = [r["name"] for r in part["retrained"]]
     assert names[:2] == ["start", "front1"] and all(r["map"] >= 0 for r in part["retrained"])
     for png in ("stage1_pareto.png", "stage2_pareto.png"):
@@ -64,6 +69,13 @@ def test_config_checks():
         SmNasConfig(data="d", out="o", picks=0)
     cfg = SmNasConfig(data="d", out="o", short={"steps": 7})
     assert cfg.short.steps == 7
+    # the thread clock times PyTorch at one thread; the timing goes to every measure_latency call
+    with pytest.raises(ValueError, match="latency_clock 'thread' times PyTorch at one thread"):
+        SmNasConfig(data="d", out="o", short={"latency_clock": "thread"})
+    with pytest.raises(ValueError, match="clock must be one of"):
+        SmNasConfig(data="d", out="o", short={"latency_clock": "cpu"})
+    quiet = SmNasConfig(data="d", out="o", short={"latency_clock": "thread", "latency_threads": 1}).short
+    assert quiet.timing("cpu") == {"device": "cpu", "runtime": "torch", "threads": 1, "clock": "thread"}
 
 
 def test_missing_dataset_is_named(tmp_path, capsys):

@@ -52,6 +52,33 @@ def _report(args) -> int:
     return 0
 
 
+def _floats(text: str) -> tuple:
+    return tuple(float(v) for v in text.split(","))
+
+
+def _ints(text: str) -> tuple:
+    return tuple(int(v) for v in text.split(","))
+
+
+def _proxy_study(args) -> int:
+    from nasx.atomic import write_json, write_text
+    from nasx.pipelines.proxy_study import StudyGrid, format_study, proxy_study, study_plot
+
+    for run in args.runs:
+        _require_run(run)
+    grid = StudyGrid(steps=args.steps, lrs=args.lr, polyaks=args.polyak, val_images=args.val_images,
+                     rewards=tuple(args.reward.split(",")), seeds=args.seeds)
+    out = args.out or Path(args.runs[0]).parent / "proxy-study"
+    study = proxy_study(args.runs, mode=args.mode, grid=grid, workers=args.workers, retrain_seed=args.retrain_seed,
+                        out=out)
+    table = format_study(study)
+    write_json(out / "study.json", study)
+    write_text(out / "study.md", table)
+    print(table)
+    print(f"study: {out / 'study.json'}, {out / 'study.md'}, {study_plot(study, out / 'study.png')}")
+    return 0
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser("runs", help="list search runs and their status; compare two runs")
     sub = p.add_subparsers(dest="runs_command", metavar="ACTION", required=True)
@@ -69,3 +96,24 @@ def register(subparsers) -> None:
                                         "plots, every architecture (sortable) and the retraining")
     rep.add_argument("runs", type=Path, nargs="+", metavar="RUN")
     rep.set_defaults(func=_report)
+    st = sub.add_parser("proxy-study", help="NAS-FCOS: Kendall tau against retrained mAP of other proxy settings "
+                                            "(steps, lr, Polyak decay, meta-val size, reward, seeds), on the "
+                                            "decoders finished runs retrained")
+    st.add_argument("runs", type=Path, nargs="+", metavar="RUN", help="finished NAS-FCOS runs")
+    st.add_argument("--mode", default="classifier", choices=("classifier", "scratch", "inherit"),
+                    help="whose retrained mAP is the truth (--final-init of the retraining; default classifier)")
+    st.add_argument("--out", type=Path, default=None, help="where study.json / .md / .png go (default: "
+                                                           "proxy-study/ beside the first run)")
+    st.add_argument("--workers", type=int, default=2, help="trainings at a time (default 2)")
+    st.add_argument("--steps", type=_ints, default=(30, 60, 120), help="proxy steps tried (default 30,60,120)")
+    st.add_argument("--lr", type=_floats, default=(1e-3, 2e-3, 4e-3), help="learning rates (default 1e-3,2e-3,4e-3)")
+    st.add_argument("--polyak", type=_floats, default=(0.0, 0.95, 0.99), help="Polyak decays (default 0,0.95,0.99)")
+    st.add_argument("--val-images", type=_ints, default=(50, 100, 0),
+                    help="meta-val sizes, prefixes of a shuffled meta-val (0: all; default 50,100,0)")
+    st.add_argument("--reward", default="loss,map", help="rewards: loss, map (default both)")
+    st.add_argument("--seeds", type=_ints, default=(0, 1), help="seeds; the run's learning rate is trained with "
+                                                               "each, their mean reward is a setting (default 0,1)")
+    st.add_argument("--retrain-seed", type=int, default=None, metavar="S",
+                    help="also retrain the decoders once more from seed S (minutes each): the tau between the two "
+                         "retrainings is the ceiling of any proxy")
+    st.set_defaults(func=_proxy_study)

@@ -27,6 +27,7 @@ import math
 import statistics
 import time
 from dataclasses import dataclass, field
+from typing import Optional
 
 import torch
 from torch import nn
@@ -199,8 +200,8 @@ def runtime_device(device, runtime: str):
 
 @dataclass
 class LatencyReport:
-    """Wall-clock time of one forward pass, in milliseconds, over ``repeats`` timed runs, on ``device``
-    in ``runtime`` (one of :data:`RUNTIMES`)."""
+    """Time of one forward pass, in milliseconds, over ``repeats`` timed runs, on ``device`` in
+    ``runtime`` (one of :data:`RUNTIMES`) at ``threads`` torch threads, read from ``clock``."""
 
     median_ms: float
     iqr_ms: float  # 75th minus 25th percentile
@@ -209,19 +210,36 @@ class LatencyReport:
     device: str
     samples_ms: list[float] = field(default_factory=list, repr=False)
     runtime: str = "torch"
+    threads: int = 0
+    clock: str = "wall"
 
 
-def _timed(call, warmup: int, repeats: int, sync) -> list[float]:
+#: What a latency is read from: the wall clock, or the calling thread's CPU time (CPU, one thread).
+CLOCKS = ("wall", "thread")
+
+
+def check_clock(clock: str, device, threads: int, runtime: str = "torch", who: str = "measure_latency") -> None:
+    """``clock="thread"`` reads the calling thread's CPU time: only a one-thread PyTorch run on the
+    CPU does all its work in that thread."""
+    if clock not in CLOCKS:
+        raise ValueError(f"{who}: clock must be one of {CLOCKS}, got {clock!r}")
+    if clock == "thread" and (torch.device(device).type != "cpu" or threads != 1 or runtime != "torch"):
+        raise ValueError(f"{who}: clock 'thread' (the calling thread's CPU time) measures PyTorch on the CPU at one "
+                         f"thread; got device {str(device)!r}, {threads} threads, runtime {runtime!r}")
+
+
+def _timed(call, warmup: int, repeats: int, sync, clock: str = "wall") -> list[float]:
     """Milliseconds of ``repeats`` calls after ``warmup`` untimed ones, each ended by ``sync()``."""
+    now = time.thread_time_ns if clock == "thread" else time.perf_counter_ns
     for _ in range(warmup):
         call()
     sync()
     samples = []
     for _ in range(repeats):
-        start = time.perf_counter()
+        start = now()
         call()
         sync()
-        samples.append((time.perf_counter() - start) * 1e3)
+        samples.append((now() - start) / 1e6)
     return samples
 
 
@@ -251,8 +269,29 @@ def _onnxruntime_call(model: nn.Module, inputs: tuple, kwargs: dict, device: tor
     return lambda: session.run(None, feed)
 
 
+def _time_runtime(model, inputs, kwargs, device, warmup, repeats, runtime, clock) -> list[float]:
+    if runtime == "onnxruntime":
+        return _timed(_onnxruntime_call(model, inputs, kwargs, device), warmup, repeats, lambda: None)
+
+    def move(x):
+        return x.to(device) if isinstance(x, torch.Tensor) else x
+
+    inputs = tuple(move(x) for x in inputs)
+    kwargs = {k: move(v) for k, v in kwargs.items()}
+    model = model.to(device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    was_training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            return _timed(lambda: model(*inputs, **kwargs), warmup, repeats, sync, clock)
+    finally:
+        model.train(was_training)
+
+
 def measure_latency(model: nn.Module, *inputs, device: str | torch.device = "cpu", warmup: int = 5,
-                    repeats: int = 20, runtime: str = "torch", **kwargs) -> LatencyReport:
+                    repeats: int = 20, runtime: str = "torch", threads: Optional[int] = None, clock: str = "wall",
+                    **kwargs) -> LatencyReport:
     """Median and interquartile range of ``model(*inputs, **kwargs)`` on ``device``, in eval
     mode under ``torch.no_grad``, after ``warmup`` untimed runs (allocator, cuDNN autotuning).
 
@@ -266,6 +305,11 @@ def measure_latency(model: nn.Module, *inputs, device: str | torch.device = "cpu
     competes for the same cores as PyTorch would. The export (seconds) is not timed. ``inputs`` are
     then ``(images,)`` or ``(images, image_sizes)`` with every size the images' own; ``device`` must be
     CPU; needs ``pip install nasx[export]``.
+
+    ``threads``: torch's intra-op threads while timing (default: the current count; restored after).
+    ``clock="thread"`` reads the calling thread's CPU time instead of the wall clock (PyTorch on the
+    CPU at one thread): time lost to other processes is left out, so a latency measured beside a
+    busy worker reads as on a quiet core.
     """
     if warmup < 0 or repeats < 1:
         raise ValueError(f"measure_latency: expected warmup >= 0 and repeats >= 1, got {warmup} and {repeats}")
@@ -274,26 +318,18 @@ def measure_latency(model: nn.Module, *inputs, device: str | torch.device = "cpu
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("measure_latency: device 'cuda' was asked for but torch sees no CUDA GPU")
-    if runtime == "onnxruntime":
-        samples = _timed(_onnxruntime_call(model, inputs, kwargs, device), warmup, repeats, lambda: None)
-    else:
-        def move(x):
-            return x.to(device) if isinstance(x, torch.Tensor) else x
-
-        inputs = tuple(move(x) for x in inputs)
-        kwargs = {k: move(v) for k, v in kwargs.items()}
-        model = model.to(device)
-        sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-        was_training = model.training
-        try:
-            model.eval()
-            with torch.no_grad():
-                samples = _timed(lambda: model(*inputs, **kwargs), warmup, repeats, sync)
-        finally:
-            model.train(was_training)
+    old_threads = torch.get_num_threads()
+    threads = int(threads or old_threads)
+    check_clock(clock, device, threads, runtime)
+    torch.set_num_threads(threads)
+    try:
+        samples = _time_runtime(model, inputs, kwargs, device, warmup, repeats, runtime, clock)
+    finally:
+        torch.set_num_threads(old_threads)
     if repeats >= 2:
         q1, _, q3 = statistics.quantiles(samples, n=4, method="inclusive")
     else:
         q1 = q3 = samples[0]
     return LatencyReport(median_ms=statistics.median(samples), iqr_ms=q3 - q1, min_ms=min(samples),
-                         repeats=repeats, device=str(device), samples_ms=samples, runtime=runtime)
+                         repeats=repeats, device=str(device), samples_ms=samples, runtime=runtime, threads=threads,
+                         clock=clock)

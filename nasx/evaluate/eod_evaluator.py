@@ -114,7 +114,7 @@ class NasEodEvaluator(ShortTrainEvaluator):
 
     def __call__(self, encoding) -> dict:
         from nasx.data import build_loader
-        from nasx.evaluate.cost import count_detector_macs, count_params, measure_latency, runtime_device
+        from nasx.evaluate.cost import count_detector_macs, count_params, measure_latency
         from nasx.evaluate.latency_table import LatencyTable
 
         start = time.perf_counter()
@@ -126,9 +126,8 @@ class NasEodEvaluator(ShortTrainEvaluator):
         losses = self.held_out_losses(model, build_loader(subset, 16), self.device)
         model.cpu()
         if is_baseline or self.table is None:
-            device = runtime_device(self.device, cfg.latency_runtime)
-            latency = measure_latency(model, torch.rand(1, 3, *size), device=device, warmup=2,
-                                      repeats=cfg.latency_repeats, runtime=cfg.latency_runtime).median_ms
+            latency = measure_latency(model, torch.rand(1, 3, *size), warmup=2, repeats=cfg.latency_repeats,
+                                      **cfg.timing(self.device)).median_ms
             source = "measured"
         else:
             latency, source = LatencyTable.from_dict(self.table).predict(encoding), "lut"

@@ -44,6 +44,7 @@ from typing import Callable, Mapping, Optional
 import torch
 from torch import nn
 
+from nasx.evaluate.cost import CLOCKS, check_clock
 from nasx.evaluate.rank import kendall_tau, spearman_rho
 from nasx.spaces.mbconv import MBLayer
 from nasx.spaces.nas_eod import BACKBONE_LAYERS, EXPANSIONS, KERNELS, NECK_LEVELS, SE, NasEodSpace
@@ -56,7 +57,6 @@ log = logging.getLogger(__name__)
 STATISTICS = ("median", "min")
 SAMPLINGS = ("spread", "uniform")
 SPREAD_SHARPNESS = 3.0   # log-odds between a decision's cheapest and dearest option at the extreme tilts
-CLOCKS = ("wall", "thread")
 FORMAT = "nasx.latency_table/1"
 OPTIONS = tuple(MBLayer(k, e, se) for k in KERNELS for e in EXPANSIONS for se in SE)   # the 12 of every layer
 EXTRA_LEVELS = ("p6", "p7")
@@ -75,14 +75,6 @@ class _Dense(nn.Module):
     def forward(self, images: torch.Tensor):
         det = self.detector
         return det.head(list(det.neck(det.backbone(images)).values()))
-
-
-def _check_clock(clock: str, device: str, threads: int) -> None:
-    if clock not in CLOCKS:
-        raise ValueError(f"LatencyTable: clock must be one of {CLOCKS}, got {clock!r}")
-    if clock == "thread" and (torch.device(device).type != "cpu" or threads != 1):
-        raise ValueError(f"LatencyTable: clock 'thread' (the calling thread's CPU time) measures CPU runs at one "
-                         f"thread; got device {device!r} with {threads} threads")
 
 
 def _sweeps(jobs: Mapping[str, Job], device: str, warmup: int, repeats: int, clock: str) -> dict[str, list[float]]:
@@ -252,7 +244,7 @@ class LatencyTable:
         self.scale = float(scale)
         if statistic not in STATISTICS:
             raise ValueError(f"LatencyTable: statistic must be one of {STATISTICS}, got {statistic!r}")
-        _check_clock(clock, device, threads)
+        check_clock(clock, device, threads, who="LatencyTable")
         bad = {k: v for k, v in entries.items() if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0}
         if bad:
             raise ValueError(f"LatencyTable: entries must be finite non-negative milliseconds; got "
@@ -281,7 +273,7 @@ class LatencyTable:
             raise ValueError(f"LatencyTable.measure: expected repeats >= 1 and warmup >= 0, got {repeats} and {warmup}")
         device = str(torch.device(device))
         threads = threads or torch.get_num_threads()
-        _check_clock(clock, device, threads)
+        check_clock(clock, device, threads, who="LatencyTable")
         old_threads = torch.get_num_threads()
         torch.set_num_threads(threads)
         try:
@@ -387,7 +379,7 @@ class LatencyTable:
         if n < 2:
             raise ValueError(f"LatencyTable.validate: n must be >= 2 (a rank correlation needs pairs), got {n}")
         device = str(torch.device(device or self.device))
-        _check_clock(self.clock, device, self.threads)
+        check_clock(self.clock, device, self.threads, who="LatencyTable")
         repeats, warmup = repeats or self.repeats, self.warmup if warmup is None else warmup
         if sampling not in SAMPLINGS:
             raise ValueError(f"LatencyTable.validate: sampling must be one of {SAMPLINGS}, got {sampling!r}")

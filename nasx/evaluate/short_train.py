@@ -19,7 +19,8 @@ from typing import Optional
 import torch
 
 from nasx.evaluate.coco_eval import evaluate_detector
-from nasx.evaluate.cost import RUNTIMES, count_detector_macs, count_params, measure_latency, runtime_device
+from nasx.evaluate.cost import (CLOCKS, RUNTIMES, check_clock, count_detector_macs, count_params, measure_latency,
+                               runtime_device)
 
 __all__ = ["ShortTrainConfig", "ShortTrainEvaluator"]
 
@@ -43,6 +44,12 @@ class ShortTrainConfig:
     latency_runtime: str = field(default="torch", metadata={
         "help": "where each candidate is timed: torch, or onnxruntime (its ONNX export on ONNX Runtime's CPU "
                 "provider; needs pip install nasx[export])", "choices": RUNTIMES})
+    latency_threads: Optional[int] = field(default=None, metadata={
+        "help": "torch threads every latency is measured at (default: the measuring process's: a worker's share "
+                "of the cores, or all of them in the main process)"})
+    latency_clock: str = field(default="wall", metadata={
+        "help": "wall, or thread: the timing thread's CPU time (PyTorch on the CPU at --short-latency-threads 1; "
+                "leaves out time lost to other processes on a shared machine)", "choices": CLOCKS})
     macs_rois: int = field(default=1000, metadata={"help": "two-stage detectors: RoIs per image their MACs are "
                                                            "counted at"})
     seed: int = field(default=0, metadata={"help": "seed of each candidate's weights and batches"})
@@ -53,6 +60,18 @@ class ShortTrainConfig:
                              f">= 0, got {self.steps}, {self.batch_size}, {self.latency_repeats}, {self.val_images}")
         if self.latency_runtime not in RUNTIMES:
             raise ValueError(f"ShortTrainConfig: latency_runtime must be one of {RUNTIMES}, got {self.latency_runtime!r}")
+        if self.latency_threads is not None and self.latency_threads < 1:
+            raise ValueError(f"ShortTrainConfig: latency_threads must be >= 1, got {self.latency_threads}")
+        if self.latency_clock == "thread" and (self.latency_threads != 1 or self.latency_runtime != "torch"):
+            raise ValueError("ShortTrainConfig: latency_clock 'thread' times PyTorch at one thread: set "
+                             f"latency_threads 1 and latency_runtime torch (got {self.latency_threads}, "
+                             f"{self.latency_runtime!r})")
+        check_clock(self.latency_clock, "cpu", 1, who="ShortTrainConfig")
+
+    def timing(self, device) -> dict:
+        """:func:`~nasx.evaluate.cost.measure_latency`'s where and how for a candidate trained on ``device``."""
+        return {"device": runtime_device(device, self.latency_runtime), "runtime": self.latency_runtime,
+                "threads": self.latency_threads, "clock": self.latency_clock}
 
 
 class ShortTrainEvaluator:
@@ -130,8 +149,7 @@ class ShortTrainEvaluator:
                "train_loss": sum(result["final_losses"].values()) if result.get("final_losses") else math.nan}
         if cfg.latency:
             images = torch.rand(1, 3, *size)
-            out["latency_ms"] = measure_latency(model, images, device=runtime_device(self.device, cfg.latency_runtime),
-                                                warmup=2, repeats=cfg.latency_repeats,
-                                                runtime=cfg.latency_runtime).median_ms
+            out["latency_ms"] = measure_latency(model, images, warmup=2, repeats=cfg.latency_repeats,
+                                                **cfg.timing(self.device)).median_ms
         out["seconds"] = time.perf_counter() - start
         return out

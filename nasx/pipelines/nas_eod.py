@@ -135,7 +135,8 @@ class _NasEod:
             table = LatencyTable.from_dict(read_json(path))
         else:
             log.info("[1/5] latency look-up table of the space on %s (%d sweeps)", cfg.device, cfg.lut_repeats)
-            table = LatencyTable.measure(self.space, cfg.device, cfg.lut_repeats, seed=cfg.seed)
+            table = LatencyTable.measure(self.space, cfg.device, cfg.lut_repeats, seed=cfg.seed,
+                                         threads=cfg.short.latency_threads, clock=cfg.short.latency_clock)
             write_json(path, table.to_dict())
         check = run.done("lut")
         if check is None:
@@ -162,7 +163,7 @@ class _NasEod:
 
     def target_ms(self) -> float:
         """T: the flag, or the measured latency of the narrowest MobileNetV2-FPNLite (measured once)."""
-        from nasx.evaluate.cost import measure_latency, runtime_device
+        from nasx.evaluate.cost import measure_latency
         from nasx.spaces.detectors import build_from_spec
 
         if self.cfg.target_latency_ms is not None:
@@ -170,9 +171,8 @@ class _NasEod:
         done = self.run.done("target")
         if done is None:
             spec, size = self.space.baseline_spec(self.space.neck_widths[0])
-            runtime = self.cfg.short.latency_runtime
-            ms = measure_latency(build_from_spec(spec), torch.rand(1, 3, *size), warmup=3, repeats=20, runtime=runtime,
-                                 device=runtime_device(self.cfg.device, runtime)).median_ms
+            ms = measure_latency(build_from_spec(spec), torch.rand(1, 3, *size), warmup=3, repeats=20,
+                                 **self.cfg.short.timing(self.cfg.device)).median_ms
             done = self.run.mark_done("target", {"target_latency_ms": ms, "from": f"MobileNetV2-FPNLite@"
                                                                                   f"{self.space.neck_widths[0]}"})
         return done["target_latency_ms"]
@@ -236,7 +236,8 @@ class _NasEod:
         return retrain_and_score(self.run, candidates, train_set=train_set, val_set=val_set,
                                  steps=self.cfg.retrain_steps, recipe=self.recipe, input_size=self.space.input_size,
                                  meta={"size": s}, runlog=self.runlog,
-                                 latency_runtime=self.cfg.short.latency_runtime)
+                                 latency_runtime=self.cfg.short.latency_runtime,
+                                 latency_threads=self.cfg.short.latency_threads, latency_clock=self.cfg.short.latency_clock)
 
     # -- 5. report -----------------------------------------------------------------------------
     def stage_report(self, check: dict, target_ms: float, summary: dict, rows: list[dict]) -> dict:
@@ -261,7 +262,7 @@ class _NasEod:
             "kendall_tau_n": len(ranked), "target_latency_ms": target_ms, "reward": vars(self.reward(target_ms)),
             "lut": None if check is None else {k: check.get(k) for k in (
                 "kendall_tau", "spearman", "mean_abs_pct_error", "scale_fit", "mean_abs_pct_error_fitted", "n",
-                "device", "threads", "sampling")},
+                "device", "threads", "clock", "sampling")},
             "latency_runtime": self.cfg.short.latency_runtime,
             "searched": len(records), "evaluated": len(records),
             "failed": sum(1 for r in records if r.get("status") != "ok"),

@@ -43,14 +43,16 @@ def retrain_and_score(run: RunDir, candidates: Sequence[Candidate], *, train_set
                       prepare: Optional[Callable[[torch.nn.Module, Candidate], None]] = None,
                       log_name: str = "retrained.jsonl", stage: str = "retrain",
                       runlog: Optional[RunLog] = None, macs_rois: int = 1000,
-                      latency_runtime: str = "torch",
+                      latency_runtime: str = "torch", latency_threads: Optional[int] = None,
+                      latency_clock: str = "wall",
                       skip: Optional[Callable[[Candidate, list[dict]], bool]] = None) -> list[dict]:
     """Retrain and score ``candidates`` (those already in ``log_name`` are not run again);
     returns their lines in the order given. ``prepare(model, candidate)`` runs before training
     (weight inheritance); ``meta`` goes into every checkpoint beside ``build``; ``runlog``
     receives the training curves and the scores (TensorBoard); ``macs_rois``: the RoIs per image a
     two-stage detector's MACs are counted at; ``latency_runtime``: where each is timed at batch 1
-    (``"torch"`` on ``recipe.device``, or ``"onnxruntime"``: its ONNX export on ONNX Runtime's CPU provider);
+    (``"torch"`` on ``recipe.device``, or ``"onnxruntime"``: its ONNX export on ONNX Runtime's CPU provider)
+    at ``latency_threads`` torch threads (default: this process's) read from ``latency_clock``;
     ``skip(candidate, lines so far)``: asked before training each candidate not yet retrained; True
     leaves it out (it has no line in what is returned)."""
     from nasx.data import build_loader
@@ -81,7 +83,8 @@ def retrain_and_score(run: RunDir, candidates: Sequence[Candidate], *, train_set
         model.cpu()
         macs = count_detector_macs(model, tuple(input_size), num_rois=macs_rois).total
         latency = measure_latency(model, torch.rand(1, 3, *input_size), runtime=latency_runtime,
-                                  device=runtime_device(recipe.device, latency_runtime)).median_ms
+                                  device=runtime_device(recipe.device, latency_runtime), threads=latency_threads,
+                                  clock=latency_clock).median_ms
         row = lines.append({"encoding": cand.encoding, "name": cand.name, "map": metrics["AP"], "metrics": metrics,
                       "params": count_params(model), "macs": macs, "latency_ms": latency,
                       "latency_runtime": latency_runtime,

@@ -100,6 +100,18 @@ class SmNasConfig(RunSettings):
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
 
 
+def _in_space(space, record) -> bool:
+    """Whether an evaluated ``record`` is an architecture of ``space`` (a baseline of another block
+    type is not)."""
+    if not record or record.get("status") != "ok":
+        return False
+    try:
+        space.decode(record["encoding"])
+    except ValueError:
+        return False
+    return True
+
+
 class _SmNas:
     """One run; each stage method is idempotent (see the module docstring)."""
 
@@ -267,6 +279,10 @@ class _SmNas:
             reference = {"map": 0.0, "macs": 2.0 * start["macs"]} if start.get("status") == "ok" else None
             strategy = self._strategy(space, ("map", "macs"), cost=lambda a, s=space: self.macs(s, a),
                                       prune=cfg.prune, audit_every=cfg.audit_every, hv_reference=reference)
+            # SM-NAS searches around the picked model: the start (and a baseline of its block type)
+            # is the population's first member — on the front, mutated, and an upper bound for POP.
+            # A resumed search replaces this with its saved state, which already holds them.
+            strategy.tell([r for r in [start, *baselines.values()] if _in_space(space, r)])
             summary = run.done(f"stage2-{i}")
             if summary is None:
                 source = f"stage2/{i}"
@@ -313,7 +329,9 @@ class _SmNas:
             rows.append(retrain_and_score(self.run, candidates, train_set=train_set, val_set=val_set,
                                           steps=cfg.retrain_steps, recipe=self.recipe, input_size=size,
                                           meta={"size": min(size)}, runlog=self.runlog,
-                                          macs_rois=cfg.short.macs_rois, latency_runtime=cfg.short.latency_runtime))
+                                          macs_rois=cfg.short.macs_rois, latency_runtime=cfg.short.latency_runtime,
+                                          latency_threads=cfg.short.latency_threads,
+                                          latency_clock=cfg.short.latency_clock))
         return rows
 
     # -- 5. report -----------------------------------------------------------------------------
