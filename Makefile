@@ -67,7 +67,8 @@ demo-nas-eod: install
 	@test -f $(DEMO_DATA)/annotations/instances_val.json || $(BIN)/nasx data synth --out $(DEMO_DATA)
 	$(BIN)/nasx search nas-eod --data $(DEMO_DATA) --out $(EOD_OUT) --budget-minutes 14 --workers 2 \
 		--width 0.5 --input-size 128 --head-convs 2 --short-steps 30 --short-batch-size 16 --short-val-images 50 \
-		--lut-repeats 10 --lut-check 30 --min-archs 20 --top-k 2 --retrain-steps 200 $(DEMO_ARGS)
+		--short-latency-threads 1 --short-latency-clock thread --lut-repeats 10 --lut-check 30 --min-archs 20 \
+		--top-k 2 --retrain-steps 200 $(DEMO_ARGS)
 
 test: install
 	$(BIN)/pytest

@@ -405,3 +405,15 @@ def test_retraining_leaves_out_what_would_overrun_the_budget(tmp_path):
     assert run.fits(cheap, rows) and run.fits(dear, rows)
     run.run.clock.before = 20.0                                 # 20 s spent
     assert run.fits(cheap, rows) and not run.fits(dear, rows)
+
+
+def test_proxy_study_choice_is_scored_on_the_run_left_out():
+    """The honest row of the study: each run's setting is chosen on the other runs only."""
+    from nasx.pipelines.proxy_study import _held_out
+
+    a = {"setting": {"steps": 30}, "taus": [0.9, -0.2, 0.1], "s_per_decoder": 5.0}   # great on run 0 only
+    b = {"setting": {"steps": 60}, "taus": [0.1, 0.6, 0.5], "s_per_decoder": 9.0}
+    row = _held_out([a, b], 3)
+    # run 0 left out: b is best on runs 1-2 (0.55 vs -0.05); run 1: a (0.5 vs 0.3); run 2: a (0.35 vs 0.35, cheaper)
+    assert row["chosen"] == [{"steps": 60}, {"steps": 30}, {"steps": 30}]
+    assert row["taus"] == [0.1, -0.2, 0.1] and row["tau"] == pytest.approx(0.0)

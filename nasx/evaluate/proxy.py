@@ -59,7 +59,7 @@ class ProxyConfig:
     seed: int = field(default=0, metadata={"help": "seed of each candidate's initial weights and batches"})
     reward: str = field(default="loss", metadata={
         "help": "the proxy's score on meta-val: loss (-(cls + reg + ctr), the paper's) or map (COCO AP of the "
-                "decoder's detections)", "choices": ("loss", "map")})
+                "decoder's detections)", "choices": PROXY_REWARDS})
 
     def __post_init__(self):
         if self.steps < 1 or self.batch_size < 1:

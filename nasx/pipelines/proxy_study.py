@@ -12,8 +12,9 @@ meta-val; only the learning rate and the seed need trainings of their own (every
 with the first seed, the run's learning rate with every seed).
 
 Settings reported: the run's own (the base), each factor changed alone, the mean reward of
-several seeds, and the best combination of the whole grid — chosen on the same decoders, so an
-optimistic figure, labelled so.
+several seeds, the best combination of the whole grid — chosen on the same decoders, so an
+optimistic figure, labelled so — and, with two runs or more, that choice made honestly: the best
+combination on all runs but one, scored on the one left out, for each run in turn.
 
 The truth has noise of its own: with ``retrain_seed`` the same decoders are retrained once more,
 the same way but from another seed (:func:`repeat_retraining`), and the tau between the two
@@ -102,7 +103,7 @@ class _Job:
     def __call__(self, item) -> dict:
         run, encoding, lr, seed = item
         proxy, g = run_proxy(run), self.grid
-        order = np.random.default_rng(0).permutation(proxy.val_indices)
+        order = np.random.default_rng(0).permutation(proxy.val_indices)   # meta-val sizes: random prefixes
         sizes = [n if n and n <= len(order) else len(order) for n in g.val_images]
         scores, train_s, score_s = [], {}, {}
         for step, _, avgs, seconds in proxy.train(encoding, steps=max(g.steps), lr=lr, seed=seed, polyaks=g.polyaks,
@@ -137,6 +138,9 @@ def repeat_retraining(run, out, *, mode: str = "classifier", seed: int = 1) -> l
                          f"weights, which a seed does not change), got {mode!r}")
     run, out = Path(run), Path(out)
     saved = {k: v for k, v in read_json(run / "config.json").items() if k != "pipeline"}
+    if saved.get("seed") == seed:
+        raise ValueError(f"repeat_retraining: seed {seed} is {run}'s own; its retraining is deterministic and would "
+                         f"repeat exactly — choose another")
     cfg = NasFcosConfig(**{**saved, "seed": seed, "final_init": mode, "progress": False, "tensorboard": False})
     nas = _NasFcos(cfg)                      # reads the run's data split and crop classifier; writes nothing there
     nas.open_data()
@@ -174,8 +178,7 @@ def proxy_study(runs: Sequence, *, mode: str = "classifier", grid: StudyGrid = S
     if not runs:
         raise ValueError("proxy study: name at least one NAS-FCOS run directory")
     decoders = {run: _decoders(run, mode) for run in runs}
-    configs = {run: read_json(run / "config.json")["proxy"] for run in runs}
-    base_cfg = configs[runs[0]]
+    base_cfg = read_json(runs[0] / "config.json")["proxy"]     # the first run's proxy is the base setting
     base = _setting(base_cfg["steps"], base_cfg["lr"], base_cfg["polyak"], 0, base_cfg.get("reward", "loss"), 1)
     grid = StudyGrid(**{k: tuple(dict.fromkeys(v)) for k, v in {
         "steps": (*grid.steps, base["steps"]), "lrs": (*grid.lrs, base["lr"]),
@@ -240,6 +243,8 @@ def proxy_study(runs: Sequence, *, mode: str = "classifier", grid: StudyGrid = S
     scored = [evaluate(c) for c in combos]
     best = max(scored, key=lambda r: (r["tau"] if math.isfinite(r["tau"]) else -2, -r["s_per_decoder"]))
     rows.append({"label": f"best of {len(combos)} combinations (in-sample)", **best})
+    if len(runs) >= 2:
+        rows.append(_held_out(scored, len(runs)))
     if ceiling is not None:
         rows.append(ceiling)
     return {"runs": [{"run": str(run), "mode": mode, "decoders": [{"name": d.get("name"), "map": d["map"]}
@@ -248,7 +253,26 @@ def proxy_study(runs: Sequence, *, mode: str = "classifier", grid: StudyGrid = S
             "s_per_step": t_train, "s_per_score": t_score, "combinations": scored}
 
 
-def _describe(setting: Optional[dict], base: dict) -> str:
+def _held_out(scored: list[dict], n_runs: int) -> dict:
+    """Leave one run out: the combination best on the other runs (ties: the cheaper), scored on the
+    run left out — what choosing from the grid is worth on a search it did not see."""
+    taus, chosen, seconds = [], [], []
+    for held in range(n_runs):
+        def fit(r):
+            others = [t for i, t in enumerate(r["taus"]) if i != held and math.isfinite(t)]
+            return (float(np.mean(others)) if others else -2.0, -r["s_per_decoder"])
+        pick = max(scored, key=fit)
+        taus.append(pick["taus"][held])
+        chosen.append(pick["setting"])
+        seconds.append(pick["s_per_decoder"])
+    finite = [t for t in taus if math.isfinite(t)]
+    return {"label": "best on the other runs, scored on the one left out", "setting": None, "chosen": chosen,
+            "taus": taus, "tau": float(np.mean(finite)) if finite else math.nan, "s_per_decoder": float(np.mean(seconds))}
+
+
+def _describe(setting: Optional[dict], base: dict, chosen: Optional[list] = None) -> str:
+    if chosen:
+        return "; ".join(_describe(c, base) for c in chosen)
     if setting is None:
         return "(not a proxy)"
     if setting == base:
@@ -265,7 +289,8 @@ def format_study(study: dict) -> str:
     lines = []
     for row in study["rows"]:
         taus = ", ".join("nan" if not math.isfinite(t) else f"{t:+.2f}" for t in row["taus"])
-        lines.append(f"| {row['label']} | {_describe(row['setting'], study['base'])} | {row['tau']:+.2f} | {taus} | "
+        lines.append(f"| {row['label']} | {_describe(row['setting'], study['base'], row.get('chosen'))} | "
+                     f"{row['tau']:+.2f} | {taus} | "
                      f"{row['s_per_decoder']:.1f} |")
     return head + "\n".join(lines) + "\n"
 
@@ -280,7 +305,8 @@ def study_plot(study: dict, path) -> Path:
     rows = study["rows"]
     fig, ax = plt.subplots(figsize=(8, 0.32 * len(rows) + 1.2))
     y = np.arange(len(rows))[::-1]
-    colours = ["tab:green" if r["setting"] is None else "tab:orange" if r["label"].startswith("best of") else
+    colours = ["tab:purple" if r.get("chosen") else "tab:green" if r["setting"] is None else
+               "tab:orange" if r["label"].startswith("best of") else
                "tab:gray" if i == 0 else "tab:blue" for i, r in enumerate(rows)]
     ax.barh(y, [r["tau"] for r in rows], color=colours, alpha=0.6)
     for yi, r in zip(y, rows):
