@@ -47,7 +47,7 @@ demo: install
 SM_NAS_OUT ?= runs/demo-sm-nas
 demo-sm-nas: install
 	@test -f $(DEMO_DATA)/annotations/instances_val.json || $(BIN)/nasx data synth --out $(DEMO_DATA)
-	$(BIN)/nasx search sm-nas --data $(DEMO_DATA) --out $(SM_NAS_OUT) --budget-minutes 14 --workers 2 \
+	$(BIN)/nasx search sm-nas --data $(DEMO_DATA) --out $(SM_NAS_OUT) --budget-minutes 13 --workers 2 \
 		--width 0.25 --input-scale 0.16 --rois-per-image 64 --proposals 300 --short-steps 60 --short-batch-size 16 \
 		--short-val-images 100 --short-macs-rois 32 --stage1-min 7 --stage1-share 0.3 --retrain-steps 150 --retrain-top 2 \
 		$(DEMO_ARGS)
