@@ -100,6 +100,8 @@ def test_validate_returns_finite_numbers(table):
     dense = table.validate(n=3, rng=1, repeats=1, warmup=0, postprocess=False, sampling="uniform")
     assert dense["postprocess"] is False and all(math.isfinite(p["measured_ms"]) for p in dense["pairs"])
     assert result["sampling"] == "spread" and dense["sampling"] == "uniform"
+    # the measurement against itself (even vs odd sweeps) needs two sweeps
+    assert -1 <= result["repeat_tau"] <= 1 and math.isnan(dense["repeat_tau"])
     # the fitted scale centres the errors: the median measured / predicted ratio
     ratios = sorted(p["measured_ms"] / p["predicted_ms"] for p in result["pairs"])
     assert result["scale"] == 1.0 and result["scale_fit"] == pytest.approx((ratios[1] + ratios[2]) / 2)

@@ -2,6 +2,7 @@
 SIGKILL and resumed, its best checkpoint scored by ``nasx eval``. (The search loop and its
 strategies on their own: tests/test_search_loop.py.)"""
 import json
+import math
 import os
 import pickle
 import subprocess
@@ -13,6 +14,7 @@ import torch
 from nasx.data import synth_dataset
 from nasx.data.transforms import detection_transforms
 from nasx.evaluate.feature_cache import FeatureCache
+from nasx.evaluate.rank import kendall_tau
 from nasx.evaluate.proxy import DecoderProxy, ProxyConfig
 from nasx.spaces.detectors import build_backbone
 from nasx.spaces.nas_fcos import BASELINE, NasFcosArch, NasFcosSpace
@@ -166,8 +168,7 @@ def test_end_to_end_search_survives_sigkill(tiny_data, tmp_path):
     study_dir = tmp_path / "study"
     done = subprocess.run([sys.executable, "-m", "nasx", "runs", "proxy-study", str(out), "--steps", "2,3", "--lr",
                            "2e-3", "--polyak", "0.95", "--val-images", "1,0", "--seeds", "0,1", "--workers", "1",
-                           "--retrain-seed", "1", "--out", str(study_dir)], env=env, capture_output=True, text=True,
-                          timeout=600)
+                           "--out", str(study_dir)], env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     study = json.loads((study_dir / "study.json").read_text())
     own = study["rows"][0]
@@ -177,9 +178,26 @@ def test_end_to_end_search_survives_sigkill(tiny_data, tmp_path):
     assert labels[1]["steps"] == 2 and any(r["seeds"] == 2 for r in labels)
     assert any(r["reward"] == "map" for r in labels) and (study_dir / "study.png").stat().st_size > 0
     assert "| the run's settings |" in (study_dir / "study.md").read_text()
-    # the ceiling: the same three decoders retrained from another seed, beside the run's retraining
-    assert study["ceiling"]["setting"] is None and len(study["ceiling"]["taus"]) == 1
-    assert len((study_dir / "run" / "retrained-classifier-seed1.jsonl").read_text().splitlines()) == 3
+    assert study["ceiling"] is None and study["truth"]["seeds"] == []
+    # the same three decoders retrained from another seed: the truth becomes the mean of both retrainings
+    # and the tau between them is the ceiling
+    again = subprocess.run([sys.executable, "-m", "nasx", "runs", "proxy-study", str(out), "--steps", "3", "--lr",
+                            "2e-3", "--polyak", "0.95", "--val-images", "0", "--reward", "loss", "--seeds", "0",
+                            "--workers", "1", "--retrain-seeds", "1", "--out", str(study_dir / "again")], env=env,
+                           capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stderr[-3000:]
+    study = json.loads((study_dir / "again" / "study.json").read_text())
+    seed1 = [json.loads(line) for line in (study_dir / "again" / "run" / "retrain-classifier-seed1-steps3" /
+                                           "retrained-classifier.jsonl").read_text().splitlines()]
+    own = [json.loads(line) for line in (out / "retrained-classifier.jsonl").read_text().splitlines()]
+    truth = study["runs"][0]["decoders"]
+    assert [d["maps"] for d in truth] == [[a["map"], b["map"]] for a, b in zip(own, seed1)]
+    assert [d["map"] for d in truth] == pytest.approx([(a["map"] + b["map"]) / 2 for a, b in zip(own, seed1)])
+    got, want = study["ceiling"]["taus"][0], kendall_tau([a["map"] for a in own], [b["map"] for b in seed1])
+    assert study["ceiling"]["setting"] is None
+    assert (got is None and math.isnan(want)) or got == pytest.approx(want)     # JSON writes NaN as null
+    assert study["truth"]["retrainings"] == [2] and "Truth: the mean mAP of 2 retrainings" in \
+        (study_dir / "again" / "study.md").read_text()
     refused = subprocess.run([sys.executable, "-m", "nasx", "runs", "proxy-study", str(tmp_path)], env=env,
                              capture_output=True, text=True, timeout=120)
     assert refused.returncode == 1 and "not a run directory" in refused.stderr

@@ -69,8 +69,8 @@ def _proxy_study(args) -> int:
     grid = StudyGrid(steps=args.steps, lrs=args.lr, polyaks=args.polyak, val_images=args.val_images,
                      rewards=tuple(args.reward.split(",")), seeds=args.seeds)
     out = args.out or Path(args.runs[0]).parent / "proxy-study"
-    study = proxy_study(args.runs, mode=args.mode, grid=grid, workers=args.workers, retrain_seed=args.retrain_seed,
-                        out=out)
+    study = proxy_study(args.runs, mode=args.mode, grid=grid, workers=args.workers, retrain_seeds=args.retrain_seeds,
+                        retrain_steps=args.retrain_steps, out=out)
     table = format_study(study)
     write_json(out / "study.json", study)
     write_text(out / "study.md", table)
@@ -113,7 +113,10 @@ def register(subparsers) -> None:
     st.add_argument("--reward", default="loss,map", help="rewards: loss, map (default both)")
     st.add_argument("--seeds", type=_ints, default=(0, 1), help="seeds; the run's learning rate is trained with "
                                                                "each, their mean reward is a setting (default 0,1)")
-    st.add_argument("--retrain-seed", type=int, default=None, metavar="S",
-                    help="also retrain the decoders once more from seed S (minutes each): the tau between the two "
-                         "retrainings is the ceiling of any proxy")
+    st.add_argument("--retrain-seeds", type=_ints, default=(), metavar="S[,S...]",
+                    help="retrain the decoders again from these seeds (minutes each); the truth becomes the mean "
+                         "mAP of the retrainings and the tau between two of them is the ceiling of any proxy")
+    st.add_argument("--retrain-steps", type=int, default=None, metavar="N",
+                    help="with --retrain-seeds: retrain for N steps (default: the run's own; other steps leave "
+                         "the run's retraining out of the truth)")
     st.set_defaults(func=_proxy_study)

@@ -366,7 +366,9 @@ class LatencyTable:
         within about ±10 % of the mean (the central limit), a range where a shared CPU's run-to-run
         noise decides much of the ranking.
 
-        Returns ``{"kendall_tau", "spearman", "mean_abs_pct_error" (percent), "scale" (the table's),
+        Returns ``{"kendall_tau", "spearman", "repeat_tau" (the measurement against itself: Kendall
+        tau between the statistic of the even and of the odd sweeps — the noise ceiling of the check,
+        at half its repeats), "mean_abs_pct_error" (percent), "scale" (the table's),
         "scale_fit" (the median measured / summed ratio: the scale that centres the errors),
         "mean_abs_pct_error_fitted" (with it), "n", "device", "threads", "sampling",
         "clock", "postprocess", "pairs": [{"encoding", "predicted_ms", "measured_ms"}, ...]}``.
@@ -412,7 +414,10 @@ class LatencyTable:
         def error(scale: float) -> float:
             return 100 * statistics.fmean(abs(scale * p - m) / m for p, m in zip(predicted, measured))
 
+        stat = _STATS[self.statistic]
+        halves = [[stat(samples[text][h::2]) for text in archs] for h in (0, 1)] if repeats >= 2 else None
         return {"kendall_tau": kendall_tau(predicted, measured), "spearman": spearman_rho(predicted, measured),
+                "repeat_tau": kendall_tau(*halves) if halves else math.nan,
                 "mean_abs_pct_error": error(1.0), "scale": self.scale, "scale_fit": fit,
                 "mean_abs_pct_error_fitted": error(fit / self.scale), "n": len(pairs), "device": device,
                 "threads": self.threads, "clock": self.clock, "postprocess": postprocess, "sampling": sampling,

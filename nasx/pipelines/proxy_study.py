@@ -16,9 +16,12 @@ several seeds, the best combination of the whole grid — chosen on the same dec
 optimistic figure, labelled so — and, with two runs or more, that choice made honestly: the best
 combination on all runs but one, scored on the one left out, for each run in turn.
 
-The truth has noise of its own: with ``retrain_seed`` the same decoders are retrained once more,
-the same way but from another seed (:func:`repeat_retraining`), and the tau between the two
-retrainings is the ceiling no proxy can be expected to pass.
+The truth has noise of its own. With ``retrain_seeds`` the same decoders are retrained again, the
+same way but from other seeds and, with ``retrain_steps``, for longer (:func:`repeat_retraining`):
+the truth becomes the mean mAP of every retraining at those steps (the run's own counts when the
+steps are its own), and the mean tau between two single retrainings is the ceiling no proxy can be
+expected to pass. Each run also says which searched decoders beat its baseline (more truth mAP at
+no more MACs) under that truth.
 """
 from __future__ import annotations
 
@@ -124,10 +127,11 @@ class _Job:
                 "val_images": len(order)}
 
 
-def repeat_retraining(run, out, *, mode: str = "classifier", seed: int = 1) -> list[dict]:
+def repeat_retraining(run, out, *, mode: str = "classifier", seed: int = 1, steps: Optional[int] = None) -> list[dict]:
     """Retrains the decoders ``run`` retrained in ``mode`` (``classifier`` or ``scratch``) once more,
-    from ``seed``, into ``out`` (``retrained-<mode>-seed<seed>.jsonl``, resumable); returns the lines
-    in the run's order. Everything else — steps, recipe, the crop classifier's backbone — is the run's."""
+    from ``seed``, for ``steps`` (default: the run's retraining steps), into ``out``
+    (``retrained-<mode>.jsonl``, resumable); returns the lines in the run's order. Everything else —
+    recipe, data, the crop classifier's backbone — is the run's."""
     from nasx.atomic import read_json
     from nasx.pipelines.nas_fcos import NasFcosConfig, _NasFcos
     from nasx.pipelines.retrain import Candidate, retrain_and_score
@@ -138,10 +142,14 @@ def repeat_retraining(run, out, *, mode: str = "classifier", seed: int = 1) -> l
                          f"weights, which a seed does not change), got {mode!r}")
     run, out = Path(run), Path(out)
     saved = {k: v for k, v in read_json(run / "config.json").items() if k != "pipeline"}
-    if saved.get("seed") == seed:
-        raise ValueError(f"repeat_retraining: seed {seed} is {run}'s own; its retraining is deterministic and would "
-                         f"repeat exactly — choose another")
-    cfg = NasFcosConfig(**{**saved, "seed": seed, "final_init": mode, "progress": False, "tensorboard": False})
+    steps = saved["retrain_steps"] if steps is None else int(steps)
+    if steps < 1:
+        raise ValueError(f"repeat_retraining: steps must be >= 1, got {steps}")
+    if saved.get("seed") == seed and steps == saved["retrain_steps"]:
+        raise ValueError(f"repeat_retraining: seed {seed} at {steps} steps is {run}'s own retraining; it is "
+                         f"deterministic and would repeat exactly — choose another seed or other steps")
+    cfg = NasFcosConfig(**{**saved, "seed": seed, "retrain_steps": steps, "final_init": mode, "progress": False,
+                           "tensorboard": False})
     nas = _NasFcos(cfg)                      # reads the run's data split and crop classifier; writes nothing there
     nas.open_data()
     nas.stage_seed()
@@ -149,11 +157,86 @@ def repeat_retraining(run, out, *, mode: str = "classifier", seed: int = 1) -> l
     study = RunDir(out, pipeline="nas-fcos-retrain-repeat", config=cfg)
     return retrain_and_score(study, [Candidate(r.get("name", f"d{i}"), r["encoding"], nas.build(r["encoding"]))
                                      for i, r in enumerate(lines)],
-                             train_set=nas.train_aug, val_set=nas.val, steps=cfg.retrain_steps, recipe=nas.recipe,
+                             train_set=nas.train_aug, val_set=nas.val, steps=steps, recipe=nas.recipe,
                              input_size=nas.input_size, meta=nas.meta(),
                              prepare=nas.start_from_seed if mode == "classifier" else None,
-                             log_name=f"retrained-{mode}-seed{seed}.jsonl", stage=f"retrain-{mode}-seed{seed}",
+                             log_name=f"retrained-{mode}.jsonl", stage=f"retrain-{mode}",
                              latency_runtime=cfg.proxy.latency_runtime)
+
+
+class _Retrain:
+    """One repeated retraining (run, seed) in a worker: see :func:`repeat_retraining`."""
+
+    def __init__(self, out: Path, mode: str, steps: Optional[int]):
+        self.out, self.mode, self.steps = out, mode, steps
+
+    def __call__(self, item) -> dict:
+        run, seed = item
+        lines = repeat_retraining(run, _retrain_dir(self.out, Path(run), self.mode, seed, self.steps), mode=self.mode,
+                                  seed=seed, steps=self.steps)
+        return {"status": "ok", "lines": lines}
+
+
+def _retrain_dir(out: Path, run: Path, mode: str, seed: int, steps: Optional[int]) -> Path:
+    from nasx.atomic import read_json
+
+    steps = read_json(run / "config.json")["retrain_steps"] if steps is None else steps
+    return Path(out) / run.name / f"retrain-{mode}-seed{seed}-steps{steps}"
+
+
+def _truth(runs: list, decoders: dict, *, mode: str, seeds: Sequence[int], steps: Optional[int], out,
+           workers: int, backend: str, progress: bool) -> Optional[dict]:
+    """Retrains every run's decoders from each of ``seeds`` (at ``steps``), replaces each decoder's
+    ``map`` by the mean over the retrainings at those steps, and returns the ceiling row (None when
+    there is one retraining per run)."""
+    from nasx.atomic import read_json
+    from nasx.evaluate.rank import kendall_tau
+    from nasx.progress import Progress
+    from nasx.search.workers import make_workers
+
+    if not seeds:
+        return None
+    if out is None:
+        raise ValueError("proxy study: retrain_seeds needs out (where the repeated retrainings go)")
+    items = [(str(run), seed) for run in runs for seed in seeds]
+    again: dict = {}
+    bar = Progress(len(items), f"retraining again", unit="run x seed", enabled=progress)
+    with make_workers(min(workers, len(items)), backend=backend) as pool:
+        for i, res in pool.map_unordered(_Retrain(Path(out), mode, steps), items):
+            if res.get("status") != "ok":
+                raise RuntimeError(f"proxy study: retraining {items[i][0]} from seed {items[i][1]} failed: "
+                                   f"{res.get('error')}")
+            again[items[i]] = res["lines"]
+            bar.update(1)
+    bar.close()
+    taus, seconds = [], []
+    for run in runs:
+        cfg = read_json(run / "config.json")
+        n = cfg["retrain_steps"] if steps is None else steps
+        maps = [[r["map"] for r in again[(str(run), s)]] for s in seeds]
+        seconds += [r["train_s_per_step"] * n for s in seeds for r in again[(str(run), s)]]
+        if n == cfg["retrain_steps"]:
+            maps.insert(0, [d["map"] for d in decoders[run]])
+        pairs = [kendall_tau(a, b) for a, b in itertools.combinations(maps, 2)]
+        taus.append(float(np.nanmean(pairs)) if pairs and np.isfinite(pairs).any() else math.nan)
+        for d, m in zip(decoders[run], zip(*maps)):
+            d["maps"], d["map"] = [float(v) for v in m], float(np.mean(m))
+    if all(len(d["maps"]) < 2 for run in runs for d in decoders[run]):
+        return None
+    finite = [t for t in taus if math.isfinite(t)]
+    at = f"{steps} steps" if steps else "the run's steps"
+    return {"label": f"one retraining against another ({at}, seeds "
+                     f"{', '.join(map(str, seeds))}; the truth's own tau)",
+            "setting": None, "taus": taus, "tau": float(np.mean(finite)) if finite else math.nan,
+            "s_per_decoder": float(np.mean(seconds))}
+
+
+def _beats_baseline(decoders: list[dict]) -> list[str]:
+    """The searched decoders with more (truth) mAP than the baseline at no more MACs."""
+    base = next((d for d in decoders if d.get("name") == "baseline"), None)
+    if base is None:
+        return []
+    return [d["name"] for d in decoders if d is not base and d["map"] > base["map"] and d["macs"] <= base["macs"]]
 
 
 def _setting(steps, lr, polyak, val_images, reward, seeds) -> dict:
@@ -161,13 +244,15 @@ def _setting(steps, lr, polyak, val_images, reward, seeds) -> dict:
 
 
 def proxy_study(runs: Sequence, *, mode: str = "classifier", grid: StudyGrid = StudyGrid(), workers: int = 2,
-                backend: str = "auto", progress: bool = True, retrain_seed: Optional[int] = None,
-                out=None) -> dict:
+                backend: str = "auto", progress: bool = True, retrain_seeds: Sequence[int] = (),
+                retrain_steps: Optional[int] = None, out=None) -> dict:
     """Scores every setting of ``grid`` on every run's retrained decoders; see the module docstring.
-    ``retrain_seed``: also retrain them from that seed (into ``out/<run name>/``) for the ceiling.
+    ``retrain_seeds`` / ``retrain_steps``: retrain them again from those seeds, for that many steps
+    (default: the run's), into ``out/<run name>/``; the truth becomes the mean of the retrainings.
 
-    Returns ``{"runs": [{run, decoders: [{name, map}]}], "base": setting, "rows": [{label, setting,
-    taus (per run), tau (mean), s_per_decoder}], "best": row, "ceiling": row or None}``.
+    Returns ``{"runs": [{run, decoders: [{name, map, maps, macs}], beats_baseline}], "truth",
+    "base": setting, "rows": [{label, setting, taus (per run), tau (mean), s_per_decoder}], "best":
+    row, "ceiling": row or None}``.
     """
     from nasx.atomic import read_json
     from nasx.evaluate.rank import kendall_tau
@@ -178,6 +263,8 @@ def proxy_study(runs: Sequence, *, mode: str = "classifier", grid: StudyGrid = S
     if not runs:
         raise ValueError("proxy study: name at least one NAS-FCOS run directory")
     decoders = {run: _decoders(run, mode) for run in runs}
+    ceiling = _truth(runs, decoders, mode=mode, seeds=tuple(retrain_seeds), steps=retrain_steps, out=out,
+                     workers=workers, backend=backend, progress=progress)
     base_cfg = read_json(runs[0] / "config.json")["proxy"]     # the first run's proxy is the base setting
     base = _setting(base_cfg["steps"], base_cfg["lr"], base_cfg["polyak"], 0, base_cfg.get("reward", "loss"), 1)
     grid = StudyGrid(**{k: tuple(dict.fromkeys(v)) for k, v in {
@@ -218,19 +305,6 @@ def proxy_study(runs: Sequence, *, mode: str = "classifier", grid: StudyGrid = S
                 "s_per_decoder": seconds}
 
     rows = [{"label": "the run's settings", **evaluate(base)}]
-    ceiling = None
-    if retrain_seed is not None:
-        if out is None:
-            raise ValueError("proxy study: retrain_seed needs out (where the repeated retrainings go)")
-        taus, seconds = [], []
-        for run in runs:
-            again = repeat_retraining(run, Path(out) / run.name, mode=mode, seed=retrain_seed)
-            taus.append(kendall_tau([d["map"] for d in decoders[run]], [r["map"] for r in again]))
-            seconds += [r["train_s_per_step"] * read_json(run / "config.json")["retrain_steps"] for r in again]
-        finite = [t for t in taus if math.isfinite(t)]
-        ceiling = {"label": f"retrained again from seed {retrain_seed} (the truth's own tau)", "setting": None,
-                   "taus": taus, "tau": float(np.mean(finite)) if finite else math.nan,
-                   "s_per_decoder": float(np.mean(seconds))}
     for key, values in (("steps", grid.steps), ("lr", grid.lrs), ("polyak", grid.polyaks),
                         ("val_images", grid.val_images), ("reward", grid.rewards),
                         ("seeds", range(2, len(grid.seeds) + 1))):
@@ -247,9 +321,12 @@ def proxy_study(runs: Sequence, *, mode: str = "classifier", grid: StudyGrid = S
         rows.append(_held_out(scored, len(runs)))
     if ceiling is not None:
         rows.append(ceiling)
-    return {"runs": [{"run": str(run), "mode": mode, "decoders": [{"name": d.get("name"), "map": d["map"]}
-                                                                  for d in decoders[run]]} for run in runs],
-            "base": base, "grid": asdict(grid), "rows": rows, "best": best, "ceiling": ceiling,
+    truth = {"mode": mode, "steps": retrain_steps, "seeds": list(retrain_seeds),
+             "retrainings": [len(decoders[run][0].get("maps", [0])) for run in runs]}
+    return {"runs": [{"run": str(run), "mode": mode, "beats_baseline": _beats_baseline(decoders[run]),
+                      "decoders": [{"name": d.get("name"), "map": d["map"], "maps": d.get("maps", [d["map"]]),
+                                    "macs": d.get("macs")} for d in decoders[run]]} for run in runs],
+            "truth": truth, "base": base, "grid": asdict(grid), "rows": rows, "best": best, "ceiling": ceiling,
             "s_per_step": t_train, "s_per_score": t_score, "combinations": scored}
 
 
@@ -292,7 +369,18 @@ def format_study(study: dict) -> str:
         lines.append(f"| {row['label']} | {_describe(row['setting'], study['base'], row.get('chosen'))} | "
                      f"{row['tau']:+.2f} | {taus} | "
                      f"{row['s_per_decoder']:.1f} |")
-    return head + "\n".join(lines) + "\n"
+    truth = study.get("truth") or {}
+    if truth.get("seeds"):
+        steps = truth.get("steps") or "the run's"
+        own = ", and the run's own" if max(truth["retrainings"]) > len(truth["seeds"]) else ""
+        said = (f"the mean mAP of {'/'.join(map(str, truth['retrainings']))} retrainings per run at {steps} steps "
+                f"(seeds {', '.join(map(str, truth['seeds']))}{own})")
+    else:
+        said = "each run's retrained mAP"
+    beats = "; ".join(f"{name}: {', '.join(r.get('beats_baseline') or []) or 'none'}"
+                      for name, r in zip(runs, study["runs"]))
+    return (head + "\n".join(lines) + f"\n\nTruth: {said}. Searched decoders with more of it than the baseline "
+            f"at no more MACs — {beats}.\n")
 
 
 def study_plot(study: dict, path) -> Path:
