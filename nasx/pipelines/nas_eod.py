@@ -236,8 +236,7 @@ class _NasEod:
         return retrain_and_score(self.run, candidates, train_set=train_set, val_set=val_set,
                                  steps=self.cfg.retrain_steps, recipe=self.recipe, input_size=self.space.input_size,
                                  meta={"size": s}, runlog=self.runlog,
-                                 latency_runtime=self.cfg.short.latency_runtime,
-                                 latency_threads=self.cfg.short.latency_threads, latency_clock=self.cfg.short.latency_clock)
+                                 timing=self.cfg.short.timing(self.cfg.device))
 
     # -- 5. report -----------------------------------------------------------------------------
     def stage_report(self, check: dict, target_ms: float, summary: dict, rows: list[dict]) -> dict:

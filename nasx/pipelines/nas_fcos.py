@@ -440,7 +440,7 @@ class _NasFcos:
         rows = retrain_and_score(run, candidates, train_set=self.train_aug, val_set=self.val, steps=cfg.retrain_steps,
                                  recipe=self.recipe, input_size=self.input_size, meta=self.meta(), prepare=prepare,
                                  runlog=self.runlog, log_name=log_name, stage=stage,
-                                 latency_runtime=cfg.proxy.latency_runtime,
+                                 timing={"runtime": cfg.proxy.latency_runtime},
                                  skip=lambda cand, lines: cand.encoding not in always and not self.fits(cand, lines))
         kept = {r["encoding"] for r in rows}
         left_out = [c.name for c in candidates if c.encoding not in kept]

@@ -161,7 +161,7 @@ def repeat_retraining(run, out, *, mode: str = "classifier", seed: int = 1, step
                              input_size=nas.input_size, meta=nas.meta(),
                              prepare=nas.start_from_seed if mode == "classifier" else None,
                              log_name=f"retrained-{mode}.jsonl", stage=f"retrain-{mode}",
-                             latency_runtime=cfg.proxy.latency_runtime)
+                             timing={"runtime": cfg.proxy.latency_runtime})
 
 
 class _Retrain:

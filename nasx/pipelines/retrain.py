@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Callable, Optional, Sequence
+from typing import Callable, Mapping, Optional, Sequence
 
 import torch
 
@@ -43,16 +43,16 @@ def retrain_and_score(run: RunDir, candidates: Sequence[Candidate], *, train_set
                       prepare: Optional[Callable[[torch.nn.Module, Candidate], None]] = None,
                       log_name: str = "retrained.jsonl", stage: str = "retrain",
                       runlog: Optional[RunLog] = None, macs_rois: int = 1000,
-                      latency_runtime: str = "torch", latency_threads: Optional[int] = None,
-                      latency_clock: str = "wall",
+                      timing: Optional[Mapping] = None,
                       skip: Optional[Callable[[Candidate, list[dict]], bool]] = None) -> list[dict]:
     """Retrain and score ``candidates`` (those already in ``log_name`` are not run again);
     returns their lines in the order given. ``prepare(model, candidate)`` runs before training
     (weight inheritance); ``meta`` goes into every checkpoint beside ``build``; ``runlog``
     receives the training curves and the scores (TensorBoard); ``macs_rois``: the RoIs per image a
-    two-stage detector's MACs are counted at; ``latency_runtime``: where each is timed at batch 1
-    (``"torch"`` on ``recipe.device``, or ``"onnxruntime"``: its ONNX export on ONNX Runtime's CPU provider)
-    at ``latency_threads`` torch threads (default: this process's) read from ``latency_clock``;
+    two-stage detector's MACs are counted at; ``timing``: how each is timed at batch 1 —
+    :func:`~nasx.evaluate.cost.measure_latency`'s ``runtime`` (``"torch"``, the default, or
+    ``"onnxruntime"``), ``device`` (default: where ``runtime`` runs for ``recipe.device``), ``threads``
+    and ``clock``, e.g. :meth:`ShortTrainConfig.timing <nasx.evaluate.short_train.ShortTrainConfig.timing>`;
     ``skip(candidate, lines so far)``: asked before training each candidate not yet retrained; True
     leaves it out (it has no line in what is returned)."""
     from nasx.data import build_loader
@@ -60,6 +60,8 @@ def retrain_and_score(run: RunDir, candidates: Sequence[Candidate], *, train_set
     from nasx.evaluate.cost import runtime_device
     from nasx.spaces.detectors import build_from_spec
 
+    how = {"runtime": "torch", **(timing or {})}
+    how.setdefault("device", runtime_device(recipe.device, how["runtime"]))
     lines = ResultsLog(run.path(log_name))
     left_out = set()
     for n, cand in enumerate(candidates):
@@ -82,12 +84,10 @@ def retrain_and_score(run: RunDir, candidates: Sequence[Candidate], *, train_set
         metrics = evaluate_detector(model, val_set, loader, device=recipe.device)
         model.cpu()
         macs = count_detector_macs(model, tuple(input_size), num_rois=macs_rois).total
-        latency = measure_latency(model, torch.rand(1, 3, *input_size), runtime=latency_runtime,
-                                  device=runtime_device(recipe.device, latency_runtime), threads=latency_threads,
-                                  clock=latency_clock).median_ms
+        latency = measure_latency(model, torch.rand(1, 3, *input_size), **how).median_ms
         row = lines.append({"encoding": cand.encoding, "name": cand.name, "map": metrics["AP"], "metrics": metrics,
                       "params": count_params(model), "macs": macs, "latency_ms": latency,
-                      "latency_runtime": latency_runtime,
+                      "latency_runtime": how["runtime"],
                       "train_s_per_step": result["s_per_step"], "checkpoint": run.relative(work / "last.pt"),
                       **cand.info})
         run.clock.save()

@@ -329,9 +329,7 @@ class _SmNas:
             rows.append(retrain_and_score(self.run, candidates, train_set=train_set, val_set=val_set,
                                           steps=cfg.retrain_steps, recipe=self.recipe, input_size=size,
                                           meta={"size": min(size)}, runlog=self.runlog,
-                                          macs_rois=cfg.short.macs_rois, latency_runtime=cfg.short.latency_runtime,
-                                          latency_threads=cfg.short.latency_threads,
-                                          latency_clock=cfg.short.latency_clock))
+                                          macs_rois=cfg.short.macs_rois, timing=cfg.short.timing(cfg.device)))
         return rows
 
     # -- 5. report -----------------------------------------------------------------------------
