@@ -74,6 +74,9 @@ class NasFcosConfig(RunSettings):
     backbone: str = field(default="basicblock_16_1-21-21-21", metadata=opt("backbone encoding", metavar="ENCODING"))
     backbone_norm: str = field(default="gn", metadata=opt("backbone norm", choices=NORMS))
     channels: int = field(default=32, metadata=opt("decoder width (searched FPN and head, and the baseline)"))
+    box_activation: str = field(default="relu", metadata=opt(
+        "the FCOS box branch of every decoder: relu (the FCOS repository's) or exp (the FCOS paper's exp(s·x)); a "
+        "ReLU branch can die in training, its regression loss stuck at 1.000", choices=("relu", "exp")))
     meta_val_fraction: float = field(default=0.1, metadata=opt("share of train held out for the proxy reward",
                                                                flag="--meta-val", metavar="FRACTION"))
     backbone_steps: int = field(default=1500, metadata=opt("steps training the backbone with the baseline decoder"))
@@ -151,7 +154,7 @@ class _NasFcos:
 
         self.cfg = cfg
         self.run = RunDir(cfg.out, pipeline="nas-fcos", config=cfg, resumable=NAS_FCOS_RESUMABLE)
-        self.space = NasFcosSpace(channels=cfg.channels)
+        self.space = NasFcosSpace(channels=cfg.channels, box_activation=cfg.box_activation)
         self.runlog = RunLog(self.run.path("tb"), enabled=False)   # opened once the settings are checked
         self.recipe = TrainRecipe(batch_size=cfg.batch_size, optimizer=cfg.optimizer, lr=cfg.lr,
                                   weight_decay=cfg.weight_decay, seed=cfg.seed, device=cfg.device,
@@ -188,8 +191,10 @@ class _NasFcos:
 
     def build(self, encoding: str) -> dict:
         """How the detector with decoder ``encoding`` is built (and rebuilt from a checkpoint)."""
-        return {"detector": "nas_fcos", "backbone": self.cfg.backbone, "norm": self.cfg.backbone_norm,
+        spec = {"detector": "nas_fcos", "backbone": self.cfg.backbone, "norm": self.cfg.backbone_norm,
                 "arch": encoding, "fpn_channels": self.cfg.channels, "num_classes": self.num_classes}
+        # the default is left out: a run's records and checkpoints then read as before the setting existed
+        return spec if self.cfg.box_activation == "relu" else {**spec, "box_activation": self.cfg.box_activation}
 
     def meta(self) -> dict:
         return {"size": self.cfg.size, "class_names": self.train_aug.class_names}

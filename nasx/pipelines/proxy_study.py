@@ -90,10 +90,11 @@ def run_proxy(run) -> "DecoderProxy":  # noqa: F821 - imported lazily
             raise ValueError(f"{run}: a {cfg.get('pipeline')!r} run; the proxy study reads NAS-FCOS runs")
         build = load_checkpoint(run / "backbone" / "last.pt")["meta"]["build"]
         config = ProxyConfig(**{**cfg["proxy"], "latency": False})
-        _PROXIES[run] = DecoderProxy(run / "cache", split["meta_train"], split["meta_val"],
-                                     space=NasFcosSpace(channels=cfg["channels"]), num_classes=build["num_classes"],
-                                     detector_kwargs={}, backbone={"encoding": cfg["backbone"],
-                                                                   "norm": cfg["backbone_norm"]}, config=config)
+        space = NasFcosSpace(channels=cfg["channels"], box_activation=cfg.get("box_activation", "relu"))
+        _PROXIES[run] = DecoderProxy(run / "cache", split["meta_train"], split["meta_val"], space=space,
+                                     num_classes=build["num_classes"], detector_kwargs={},
+                                     backbone={"encoding": cfg["backbone"], "norm": cfg["backbone_norm"]},
+                                     config=config)
     return _PROXIES[run]
 
 

@@ -50,17 +50,18 @@ def build_backbone(encoding: str, *, norm: str = "bn", out_features=("c3", "c4",
 
 
 def build_fcos(*, backbone: str, num_classes: int, fpn_channels: int = 256, norm: str = "bn",
-               head_norm: str | None = "gn", head_convs: int = 4, **kwargs) -> FCOS:
+               head_norm: str | None = "gn", head_convs: int = 4, box_activation: str = "relu", **kwargs) -> FCOS:
     """FCOS with an FPN (P3-P5 from C3-C5, P6/P7 from P5) and the GN head of ``head_convs`` convs.
 
     ``norm`` is the backbone's norm (``"gn_ws"`` to train from scratch, SM-NAS §3.3);
-    other keyword arguments go to :class:`FCOS` (e.g. ``size_ranges``, ``score_thresh``).
+    ``box_activation``: see :class:`~nasx.models.heads.fcos_head.FCOSPredictor`; other keyword
+    arguments go to :class:`FCOS` (e.g. ``size_ranges``, ``score_thresh``).
     """
     trunk = build_backbone(backbone, norm=norm)
     neck = FPN(in_channels={n: trunk.channels[n] for n in ("c3", "c4", "c5")}, out_channels=fpn_channels,
                extra_levels=2, extra_from="p5")
     head = FCOSHead(in_channels=fpn_channels, num_classes=num_classes, num_levels=5, num_convs=head_convs,
-                    norm=head_norm)
+                    norm=head_norm, box_activation=box_activation)
     return FCOS(backbone=trunk, neck=neck, head=head, num_classes=num_classes, **kwargs)
 
 
@@ -190,17 +191,17 @@ def build_fpnlite(*, backbone: str, num_classes: int, neck_width: int | None = N
 
 
 def build_nas_fcos(*, backbone: str, num_classes: int, arch: str = "baseline", fpn_channels: int = 64,
-                   norm: str = "gn", decoder_norm: str = "gn", **kwargs) -> FCOS:
+                   norm: str = "gn", decoder_norm: str = "gn", box_activation: str = "relu", **kwargs) -> FCOS:
     """FCOS with a NAS-FCOS decoder: ``arch`` (the text of a
     :class:`~nasx.spaces.nas_fcos.NasFcosArch`, or ``"baseline"`` / ``"nas_fcos"``) built
     ``fpn_channels`` wide on the backbone's C3-C5. ``norm`` is the backbone's, ``decoder_norm`` the
-    decoder's. What ``nasx search nas-fcos`` trains and its checkpoints rebuild; other keyword
-    arguments go to :class:`FCOS`.
+    decoder's; ``box_activation``: see :class:`~nasx.models.heads.fcos_head.FCOSPredictor`. What
+    ``nasx search nas-fcos`` trains and its checkpoints rebuild; other keyword arguments go to :class:`FCOS`.
     """
     from nasx.spaces.nas_fcos import NasFcosSpace
 
     trunk = build_backbone(backbone, norm=norm)
-    space = NasFcosSpace(channels=fpn_channels)
+    space = NasFcosSpace(channels=fpn_channels, box_activation=box_activation)
     neck, head = space.build(arch, in_channels={n: trunk.channels[n] for n in ("c3", "c4", "c5")},
                              num_classes=num_classes, norm=decoder_norm)
     return FCOS(backbone=trunk, neck=neck, head=head, num_classes=num_classes, **kwargs)

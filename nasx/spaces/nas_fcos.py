@@ -259,12 +259,18 @@ class NasFcosSpace(Space):
 
     Args:
         channels: width of every decoder op (64 in the paper's proxy task).
+        box_activation: the built heads' box branch, ``"relu"`` or ``"exp"`` (see
+            :class:`~nasx.models.heads.fcos_head.FCOSPredictor`); not a searched decision.
     """
 
-    def __init__(self, *, channels: int = 64):
+    def __init__(self, *, channels: int = 64, box_activation: str = "relu"):
+        from nasx.models.heads.fcos_head import BOX_ACTIVATIONS
+
         if not _is_int(channels) or channels < 1:
             raise ValueError(f"NasFcosSpace: channels must be a positive integer, got {channels!r}")
-        self.channels = channels
+        if box_activation not in BOX_ACTIVATIONS:
+            raise ValueError(f"NasFcosSpace: box_activation must be one of {BOX_ACTIVATIONS}, got {box_activation!r}")
+        self.channels, self.box_activation = channels, box_activation
         steps: list[Decision] = []
 
         def block(prefix: str, pool: int, max_pool: int):
@@ -340,5 +346,5 @@ class NasFcosSpace(Space):
                            blocks=[tuple(b) for b in arch.fpn], norm=norm)
         head = SearchedHead(channels=self.channels, num_classes=num_classes, first_op=arch.head_op,
                             blocks=[tuple(b) for b in arch.head], share_from=arch.share_from,
-                            num_levels=len(neck.out_names), norm=norm)
+                            num_levels=len(neck.out_names), norm=norm, box_activation=self.box_activation)
         return neck, head

@@ -122,18 +122,19 @@ class SearchedHead(nn.Module):
         first_op, blocks, share_from: the searched structure (see :class:`SearchedTower`).
         num_levels: L.
         norm: norm of the towers.
-        prior_prob: initial foreground probability (see :class:`FCOSPredictor`).
+        prior_prob, box_activation: see :class:`FCOSPredictor`.
     """
 
     def __init__(self, *, channels: int, num_classes: int, first_op: str, blocks: Sequence[Sequence],
-                 share_from: int, num_levels: int = 5, norm: str = "gn", prior_prob: float = 0.01):
+                 share_from: int, num_levels: int = 5, norm: str = "gn", prior_prob: float = 0.01,
+                 box_activation: str = "relu"):
         super().__init__()
         kw = dict(channels=channels, first_op=first_op, blocks=blocks, share_from=share_from,
                   num_levels=num_levels, norm=norm)
         self.cls_tower = SearchedTower(**kw)
         self.reg_tower = SearchedTower(**kw)
         self.predictor = FCOSPredictor(in_channels=channels, num_classes=num_classes, num_levels=num_levels,
-                                       prior_prob=prior_prob)
+                                       prior_prob=prior_prob, box_activation=box_activation)
         self.num_levels = num_levels
 
     def forward(self, features: list[Tensor]):
