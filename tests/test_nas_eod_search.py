@@ -41,6 +41,12 @@ def test_end_to_end_search_survives_sigkill(tiny_data, tmp_path):
     assert report["lut"]["n"] == 3 and -1 <= report["lut"]["kendall_tau"] <= 1
     assert [r["name"] for r in report["retrained"]][-2:] == ["top1", "top2"]
     assert all(r["latency_ms"] > 0 for r in report["retrained"])
+    # the searched detectors against FPNLite at their own neck width (one width here: @16)
+    rows = {r["name"]: r for r in report["retrained"]}
+    fpn = rows["MobileNetV2-FPNLite@16"]
+    assert report["beating_fpnlite"] == [n for n in ("top1", "top2") if rows[n]["map"] > fpn["map"]
+                                         and rows[n]["latency_ms"] <= fpn["latency_ms"]]
+    assert report["beats_fpnlite"] == bool(report["beating_fpnlite"])
     assert (out / "latency_table.json").is_file() and (out / "pareto.png").stat().st_size > 0
     assert (out / "report.html").is_file() and (out / "best.json").is_file()
     assert sorted(s.stem for s in (out / "stages").glob("*.json")) == ["baselines", "lut", "report", "retrain",
