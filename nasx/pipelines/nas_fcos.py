@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from nasx.evaluate.proxy import ProxyConfig
+from nasx.models.heads.fcos_head import BOX_ACTIVATIONS
 from nasx.models.layers.norm import NORMS
 from nasx.pipelines.html_report import write_html_report
 from nasx.pipelines.report import format_table, pareto_plot, publish_best, row_summary, write_report
@@ -76,7 +77,7 @@ class NasFcosConfig(RunSettings):
     channels: int = field(default=32, metadata=opt("decoder width (searched FPN and head, and the baseline)"))
     box_activation: str = field(default="relu", metadata=opt(
         "the FCOS box branch of every decoder: relu (the FCOS repository's) or exp (the FCOS paper's exp(s·x)); a "
-        "ReLU branch can die in training, its regression loss stuck at 1.000", choices=("relu", "exp")))
+        "ReLU branch can die in training, its regression loss stuck at 1.000", choices=BOX_ACTIVATIONS))
     meta_val_fraction: float = field(default=0.1, metadata=opt("share of train held out for the proxy reward",
                                                                flag="--meta-val", metavar="FRACTION"))
     backbone_steps: int = field(default=1500, metadata=opt("steps training the backbone with the baseline decoder"))

@@ -201,7 +201,7 @@ def _truth(runs: list, decoders: dict, *, mode: str, seeds: Sequence[int], steps
         raise ValueError("proxy study: retrain_seeds needs out (where the repeated retrainings go)")
     items = [(str(run), seed) for run in runs for seed in seeds]
     again: dict = {}
-    bar = Progress(len(items), f"retraining again", unit="run x seed", enabled=progress)
+    bar = Progress(len(items), "retraining again", unit="run x seed", enabled=progress)
     with make_workers(min(workers, len(items)), backend=backend) as pool:
         for i, res in pool.map_unordered(_Retrain(Path(out), mode, steps), items):
             if res.get("status") != "ok":
