@@ -250,8 +250,8 @@ class _NasEod:
         def fpnlite(row):       # MobileNetV2-FPNLite at the row's own neck width (the comparison)
             return base.get(f"MobileNetV2-FPNLite@{self.space.decode(row['encoding'])['neck.width']}")
 
-        beating = [r["name"] for r in searched if fpnlite(r) is not None and r["map"] > fpnlite(r)["map"]
-                   and r["latency_ms"] <= fpnlite(r)["latency_ms"]]
+        beating = [r["name"] for r in searched if (f := fpnlite(r)) is not None and r["map"] > f["map"]
+                   and r["latency_ms"] <= f["latency_ms"]]
         records = [r for r in self.results if r.get("source") == "search"]
         ranked = [r for r in rows if "SSDLite" not in r["name"]]
         report = write_report(self.run, {

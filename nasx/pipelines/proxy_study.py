@@ -166,23 +166,16 @@ def repeat_retraining(run, out, *, mode: str = "classifier", seed: int = 1, step
 
 
 class _Retrain:
-    """One repeated retraining (run, seed) in a worker: see :func:`repeat_retraining`."""
+    """One repeated retraining (run, seed, steps) in a worker, into ``out/<run name>/``: see
+    :func:`repeat_retraining`."""
 
-    def __init__(self, out: Path, mode: str, steps: Optional[int]):
-        self.out, self.mode, self.steps = out, mode, steps
+    def __init__(self, out: Path, mode: str):
+        self.out, self.mode = out, mode
 
     def __call__(self, item) -> dict:
-        run, seed = item
-        lines = repeat_retraining(run, _retrain_dir(self.out, Path(run), self.mode, seed, self.steps), mode=self.mode,
-                                  seed=seed, steps=self.steps)
-        return {"status": "ok", "lines": lines}
-
-
-def _retrain_dir(out: Path, run: Path, mode: str, seed: int, steps: Optional[int]) -> Path:
-    from nasx.atomic import read_json
-
-    steps = read_json(run / "config.json")["retrain_steps"] if steps is None else steps
-    return Path(out) / run.name / f"retrain-{mode}-seed{seed}-steps{steps}"
+        run, seed, steps = item
+        where = Path(self.out) / Path(run).name / f"retrain-{self.mode}-seed{seed}-steps{steps}"
+        return {"status": "ok", "lines": repeat_retraining(run, where, mode=self.mode, seed=seed, steps=steps)}
 
 
 def _truth(runs: list, decoders: dict, *, mode: str, seeds: Sequence[int], steps: Optional[int], out,
@@ -199,24 +192,24 @@ def _truth(runs: list, decoders: dict, *, mode: str, seeds: Sequence[int], steps
         return None
     if out is None:
         raise ValueError("proxy study: retrain_seeds needs out (where the repeated retrainings go)")
-    items = [(str(run), seed) for run in runs for seed in seeds]
+    own_steps = {run: read_json(run / "config.json")["retrain_steps"] for run in runs}
+    at = {run: own_steps[run] if steps is None else steps for run in runs}
+    items = [(str(run), seed, at[run]) for run in runs for seed in seeds]
     again: dict = {}
     bar = Progress(len(items), "retraining again", unit="run x seed", enabled=progress)
     with make_workers(min(workers, len(items)), backend=backend) as pool:
-        for i, res in pool.map_unordered(_Retrain(Path(out), mode, steps), items):
+        for i, res in pool.map_unordered(_Retrain(Path(out), mode), items):
             if res.get("status") != "ok":
                 raise RuntimeError(f"proxy study: retraining {items[i][0]} from seed {items[i][1]} failed: "
                                    f"{res.get('error')}")
-            again[items[i]] = res["lines"]
+            again[items[i][:2]] = res["lines"]
             bar.update(1)
     bar.close()
     taus, seconds = [], []
     for run in runs:
-        cfg = read_json(run / "config.json")
-        n = cfg["retrain_steps"] if steps is None else steps
         maps = [[r["map"] for r in again[(str(run), s)]] for s in seeds]
-        seconds += [r["train_s_per_step"] * n for s in seeds for r in again[(str(run), s)]]
-        if n == cfg["retrain_steps"]:
+        seconds += [r["train_s_per_step"] * at[run] for s in seeds for r in again[(str(run), s)]]
+        if at[run] == own_steps[run]:
             maps.insert(0, [d["map"] for d in decoders[run]])
         pairs = [kendall_tau(a, b) for a, b in itertools.combinations(maps, 2)]
         taus.append(float(np.nanmean(pairs)) if pairs and np.isfinite(pairs).any() else math.nan)
@@ -225,8 +218,8 @@ def _truth(runs: list, decoders: dict, *, mode: str, seeds: Sequence[int], steps
     if all(len(d["maps"]) < 2 for run in runs for d in decoders[run]):
         return None
     finite = [t for t in taus if math.isfinite(t)]
-    at = f"{steps} steps" if steps else "the run's steps"
-    return {"label": f"one retraining against another ({at}, seeds "
+    where = f"{steps} steps" if steps else "the run's steps"
+    return {"label": f"one retraining against another ({where}, seeds "
                      f"{', '.join(map(str, seeds))}; the truth's own tau)",
             "setting": None, "taus": taus, "tau": float(np.mean(finite)) if finite else math.nan,
             "s_per_decoder": float(np.mean(seconds))}
