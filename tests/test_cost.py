@@ -3,7 +3,7 @@ import torch
 from conftest import needs_cuda
 from torch import nn
 
-from nasx.evaluate import count_macs, count_params, measure_latency
+from nasx.evaluate import count_macs, count_params, measure_latency, measure_together
 from nasx.ops import DeformConv2d
 from nasx.spaces import ResidualEncoding
 
@@ -143,6 +143,35 @@ def test_measure_latency_at_one_thread_on_the_thread_clock():
         measure_latency(Sleepy(), torch.randn(1), threads=2, clock="thread")
     with pytest.raises(ValueError, match=r"clock must be one of"):
         measure_latency(Sleepy(), torch.randn(1), clock="cpu")
+
+
+def test_measure_together_interleaves_the_models():
+    """One call of every model per sweep, warm-up sweeps untimed, each model's report its own; the
+    training flags and the thread count restored; bad settings named."""
+    calls = []
+
+    class Logged(nn.Module):
+        def __init__(self, name):
+            super().__init__()
+            self.name = name
+
+        def forward(self, x):
+            calls.append(self.name)
+            return x
+
+    models = {"a": Logged("a").train(), "b": Logged("b").eval()}
+    before = torch.get_num_threads()
+    reports = measure_together(models, torch.randn(1), warmup=1, repeats=3, threads=1, clock="thread")
+    assert calls == ["a", "b"] * 4 and set(reports) == {"a", "b"}
+    assert all(r.repeats == 3 and len(r.samples_ms) == 3 and r.clock == "thread" and r.threads == 1
+               for r in reports.values())
+    assert models["a"].training and not models["b"].training and torch.get_num_threads() == before
+    with pytest.raises(ValueError, match="at least one model"):
+        measure_together({}, torch.randn(1))
+    with pytest.raises(ValueError, match="runtime must be 'torch'"):
+        measure_together(models, torch.randn(1), runtime="onnxruntime")
+    with pytest.raises(ValueError, match=r"measure_together: clock 'thread' .* 2 threads"):
+        measure_together(models, torch.randn(1), threads=2, clock="thread")
 
 
 @needs_cuda

@@ -108,6 +108,14 @@ def test_validate_returns_finite_numbers(table):
     assert math.isfinite(result["mean_abs_pct_error_fitted"])
     with pytest.raises(ValueError, match="sampling must be one of"):
         table.validate(n=3, sampling="stratified")
+    # other detectors (the baselines a search must beat) timed in the check's sweeps
+    spec, _ = TINY.baseline_spec()
+    from nasx.spaces.detectors import build_from_spec
+    also = table.validate(n=2, rng=1, repeats=2, warmup=0, also={"fpnlite": build_from_spec(spec)})
+    assert set(also["also_ms"]) == {"fpnlite"} and also["also_ms"]["fpnlite"] > 0 and result["also_ms"] == {}
+    taken = also["pairs"][0]["encoding"]
+    with pytest.raises(ValueError, match="are encodings of sampled architectures"):
+        table.validate(n=2, rng=1, repeats=1, warmup=0, also={taken: build_from_spec(spec)})
 
 
 def test_spread_sampling_covers_cheap_to_dear():

@@ -15,7 +15,7 @@ from runhelpers import killed_then_resumed, tiny_synth
 TINY_RUN = ["--width", "0.25", "--input-size", "64", "--neck-widths", "64", "--head-convs", "1", "--short-steps", "2",
             "--short-batch-size", "4", "--short-val-images", "4", "--short-latency-repeats", "2", "--lut-repeats", "2",
             "--lut-check", "3", "--round-size", "2", "--min-archs", "4", "--max-archs", "4", "--top-k", "2",
-            "--retrain-steps", "2", "--budget-minutes", "30", "--no-tensorboard", "--quiet"]
+            "--retrain-steps", "2", "--final-sweeps", "2", "--budget-minutes", "30", "--no-tensorboard", "--quiet"]
 
 
 @pytest.fixture(scope="module")
@@ -47,10 +47,16 @@ def test_end_to_end_search_survives_sigkill(tiny_data, tmp_path):
     assert report["beating_fpnlite"] == [n for n in ("top1", "top2") if rows[n]["map"] > fpn["map"]
                                          and rows[n]["latency_ms"] <= fpn["latency_ms"]]
     assert report["beats_fpnlite"] == bool(report["beating_fpnlite"])
+    # T is FPNLite's time in the table check's sweeps; the compared latencies come from one joint timing
+    assert report["target_latency_ms"] == report["lut"]["also_ms"]["MobileNetV2-FPNLite@16"]
+    together = report["timed_together"]
+    assert set(together["latency_ms"]) == set(rows) and together["sweeps"] == 2
+    assert all(r["latency_ms"] == together["latency_ms"][r["name"]] and r["latency_ms_alone"] > 0
+               for r in report["retrained"])
     assert (out / "latency_table.json").is_file() and (out / "pareto.png").stat().st_size > 0
     assert (out / "report.html").is_file() and (out / "best.json").is_file()
     assert sorted(s.stem for s in (out / "stages").glob("*.json")) == ["baselines", "lut", "report", "retrain",
-                                                                       "search", "target"]
+                                                                       "search", "timed_together"]
     assert main(["search", "nas-eod", "--data", str(tiny_data), "--out", str(out),
                  *[v if v != "0.25" else "0.5" for v in TINY_RUN]]) == 1
 

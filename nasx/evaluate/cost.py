@@ -27,7 +27,7 @@ import math
 import statistics
 import time
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Mapping, Optional
 
 import torch
 from torch import nn
@@ -35,7 +35,7 @@ from torch import nn
 from nasx.ops import DeformConv2d
 
 __all__ = ["LatencyReport", "MacsReport", "RUNTIMES", "count_detector_macs", "count_macs", "count_params",
-           "measure_latency"]
+           "measure_latency", "measure_together", "sweep_times"]
 
 
 def count_params(module: nn.Module, *, trainable_only: bool = False) -> int:
@@ -289,6 +289,73 @@ def _time_runtime(model, inputs, kwargs, device, warmup, repeats, runtime, clock
         model.train(was_training)
 
 
+def sweep_times(jobs: Mapping[str, tuple[nn.Module, tuple]], device, warmup: int, repeats: int,
+                clock: str = "wall") -> dict[str, list[float]]:
+    """Milliseconds of ``repeats`` calls of every job (a module and its positional inputs), one call per
+    job per sweep over all jobs, after ``warmup`` untimed sweeps (eval mode, no_grad; on CUDA each call
+    is bracketed by synchronisation). Interleaved, so a load change on a shared machine touches every
+    job alike — which timing them one after the other does not."""
+    dev = torch.device(device)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    now = time.thread_time_ns if clock == "thread" else time.perf_counter_ns
+    modes = {}
+    for name, (module, _) in jobs.items():
+        modes[name] = module.training
+        module.to(dev).eval()
+    samples: dict[str, list[float]] = {name: [] for name in jobs}
+    try:
+        with torch.no_grad():
+            for sweep in range(warmup + repeats):
+                for name, (module, args) in jobs.items():
+                    sync()
+                    start = now()
+                    module(*args)
+                    sync()
+                    if sweep >= warmup:
+                        samples[name].append((now() - start) / 1e6)
+    finally:
+        for name, (module, _) in jobs.items():
+            module.train(modes[name])
+    return samples
+
+
+def _report(samples: list[float], device, runtime: str, threads: int, clock: str) -> LatencyReport:
+    q1, _, q3 = statistics.quantiles(samples, n=4, method="inclusive") if len(samples) >= 2 else (samples[0],) * 3
+    return LatencyReport(median_ms=statistics.median(samples), iqr_ms=q3 - q1, min_ms=min(samples),
+                         repeats=len(samples), device=str(device), samples_ms=samples, runtime=runtime,
+                         threads=threads, clock=clock)
+
+
+def measure_together(models: Mapping[str, nn.Module], *inputs, device: str | torch.device = "cpu", warmup: int = 3,
+                     repeats: int = 30, threads: Optional[int] = None, clock: str = "wall",
+                     runtime: str = "torch") -> dict[str, LatencyReport]:
+    """:func:`measure_latency` of several models *against each other*: ``repeats`` sweeps over all of
+    them on the same ``inputs``, one call each per sweep (:func:`sweep_times`), so they are compared
+    under the same load. On a shared CPU two models timed one after the other can differ by a third
+    from the load alone; timed together, the same two agree within a few percent. PyTorch only
+    (``runtime="torch"``); the models are moved to ``device`` and stay there."""
+    if runtime != "torch":
+        raise ValueError(f"measure_together: times PyTorch modules in one loop; runtime must be 'torch', "
+                         f"got {runtime!r}")
+    if not models:
+        raise ValueError("measure_together: expected at least one model, got none")
+    if warmup < 0 or repeats < 1:
+        raise ValueError(f"measure_together: expected warmup >= 0 and repeats >= 1, got {warmup} and {repeats}")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("measure_together: device 'cuda' was asked for but torch sees no CUDA GPU")
+    old_threads = torch.get_num_threads()
+    threads = int(threads or old_threads)
+    check_clock(clock, device, threads, runtime, who="measure_together")
+    args = tuple(x.to(device) if isinstance(x, torch.Tensor) else x for x in inputs)
+    torch.set_num_threads(threads)
+    try:
+        samples = sweep_times({name: (m, args) for name, m in models.items()}, device, warmup, repeats, clock)
+    finally:
+        torch.set_num_threads(old_threads)
+    return {name: _report(s, device, runtime, threads, clock) for name, s in samples.items()}
+
+
 def measure_latency(model: nn.Module, *inputs, device: str | torch.device = "cpu", warmup: int = 5,
                     repeats: int = 20, runtime: str = "torch", threads: Optional[int] = None, clock: str = "wall",
                     **kwargs) -> LatencyReport:
@@ -326,10 +393,4 @@ def measure_latency(model: nn.Module, *inputs, device: str | torch.device = "cpu
         samples = _time_runtime(model, inputs, kwargs, device, warmup, repeats, runtime, clock)
     finally:
         torch.set_num_threads(old_threads)
-    if repeats >= 2:
-        q1, _, q3 = statistics.quantiles(samples, n=4, method="inclusive")
-    else:
-        q1 = q3 = samples[0]
-    return LatencyReport(median_ms=statistics.median(samples), iqr_ms=q3 - q1, min_ms=min(samples),
-                         repeats=repeats, device=str(device), samples_ms=samples, runtime=runtime, threads=threads,
-                         clock=clock)
+    return _report(samples, device, runtime, threads, clock)

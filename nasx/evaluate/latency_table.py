@@ -44,7 +44,7 @@ from typing import Callable, Mapping, Optional
 import torch
 from torch import nn
 
-from nasx.evaluate.cost import CLOCKS, check_clock
+from nasx.evaluate.cost import CLOCKS, check_clock, sweep_times
 from nasx.evaluate.rank import kendall_tau, spearman_rho
 from nasx.spaces.mbconv import MBLayer
 from nasx.spaces.nas_eod import BACKBONE_LAYERS, EXPANSIONS, KERNELS, NECK_LEVELS, SE, NasEodSpace
@@ -75,33 +75,6 @@ class _Dense(nn.Module):
     def forward(self, images: torch.Tensor):
         det = self.detector
         return det.head(list(det.neck(det.backbone(images)).values()))
-
-
-def _sweeps(jobs: Mapping[str, Job], device: str, warmup: int, repeats: int, clock: str) -> dict[str, list[float]]:
-    """Milliseconds of ``repeats`` calls of every job, one call per job per sweep over all jobs, after
-    ``warmup`` untimed sweeps (eval mode, no_grad; on CUDA each call is bracketed by synchronisation)."""
-    dev = torch.device(device)
-    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
-    now = time.thread_time_ns if clock == "thread" else time.perf_counter_ns
-    modes = {}
-    for name, (module, _) in jobs.items():
-        modes[name] = module.training
-        module.to(dev).eval()
-    samples: dict[str, list[float]] = {name: [] for name in jobs}
-    try:
-        with torch.no_grad():
-            for sweep in range(warmup + repeats):
-                for name, (module, args) in jobs.items():
-                    sync()
-                    start = now()
-                    module(*args)
-                    sync()
-                    if sweep >= warmup:
-                        samples[name].append((now() - start) / 1e6)
-    finally:
-        for name, (module, _) in jobs.items():
-            module.train(modes[name])
-    return samples
 
 
 def spread_sample(space: NasEodSpace, tilt: float, rng) -> dict:
@@ -354,7 +327,7 @@ class LatencyTable:
     # -- checking ----------------------------------------------------------------------------------
     def validate(self, space: Optional[NasEodSpace] = None, n: int = 30, rng=0, device: Optional[str] = None, *,
                  repeats: Optional[int] = None, warmup: Optional[int] = None, postprocess: bool = True,
-                 sampling: str = "spread") -> dict:
+                 sampling: str = "spread", also: Optional[Mapping[str, nn.Module]] = None) -> dict:
         """Time ``n`` distinct sampled whole detectors (batch 1, eval mode, post-processing included
         unless ``postprocess=False``) at the table's thread count, clock and statistic, in sweeps as
         the table's entries, and compare with :meth:`predict`.
@@ -371,9 +344,12 @@ class LatencyTable:
         at half its repeats), "mean_abs_pct_error" (percent), "scale" (the table's),
         "scale_fit" (the median measured / summed ratio: the scale that centres the errors),
         "mean_abs_pct_error_fitted" (with it), "n", "device", "threads", "sampling",
-        "clock", "postprocess", "pairs": [{"encoding", "predicted_ms", "measured_ms"}, ...]}``.
+        "clock", "postprocess", "pairs": [{"encoding", "predicted_ms", "measured_ms"}, ...], "also_ms"}``.
         ``space``: the table's (default) or an equal one; ``rng``: see :func:`~nasx.spaces.space.as_rng`;
-        ``repeats`` / ``warmup``: default the table's. The result's ``"sampling"`` says which."""
+        ``repeats`` / ``warmup``: default the table's. The result's ``"sampling"`` says which.
+        ``also``: name -> more detectors (on the space's input size, e.g. the baselines a search must
+        beat) timed in the same sweeps; their times, in the units the check's ``scale_fit`` brings the
+        table's predictions to, are the result's ``"also_ms"``."""
         space = space or self._space
         if not isinstance(space, NasEodSpace) or space.settings() != self._space.settings():
             got = space.settings() if isinstance(space, NasEodSpace) else type(space).__name__
@@ -402,7 +378,11 @@ class LatencyTable:
             for text in archs:
                 det = space.build(text)
                 jobs[text] = (det if postprocess else _Dense(det), (images,))
-            samples = _sweeps(jobs, device, warmup, repeats, self.clock)
+            extra = {name: (det if postprocess else _Dense(det), (images,)) for name, det in (also or {}).items()}
+            if set(extra) & set(jobs):
+                raise ValueError(f"LatencyTable.validate: also's names {sorted(set(extra) & set(jobs))} are encodings "
+                                 f"of sampled architectures")
+            samples = sweep_times({**jobs, **extra}, device, warmup, repeats, self.clock)
         finally:
             torch.set_num_threads(old_threads)
         pairs = [{"encoding": text, "predicted_ms": self.predict(text, postprocess=postprocess),
@@ -421,4 +401,4 @@ class LatencyTable:
                 "mean_abs_pct_error": error(1.0), "scale": self.scale, "scale_fit": fit,
                 "mean_abs_pct_error_fitted": error(fit / self.scale), "n": len(pairs), "device": device,
                 "threads": self.threads, "clock": self.clock, "postprocess": postprocess, "sampling": sampling,
-                "pairs": pairs}
+                "pairs": pairs, "also_ms": {name: stat(samples[name]) for name in (also or {})}}

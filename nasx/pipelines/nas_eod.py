@@ -5,16 +5,18 @@ Its own stages, on the shared kit (run directory, search loop, retrain-and-score
 
 1. **lut** — the latency look-up table of the space on the run's device, measured once
    (``latency_table.json``), and its check: predicted against measured latency of sampled whole
-   detectors (Kendall tau, mean error).
+   detectors (Kendall tau, mean error), the FPNLite baselines timed in the same sweeps.
 2. **baselines** — MobileNetV2-SSDLite and MobileNetV2-FPNLite at each neck width, in the space's
    terms (width, input, head), trained and scored like the candidates; unless ``--target-latency-ms``
-   is given, the target latency T is the measured latency of the narrowest FPNLite.
+   is given, the target latency T is the narrowest FPNLite's, from the table check's sweeps.
 3. **search** — the LSTM controller + PPO (:class:`~nasx.search.ControllerStrategy`) on the kit's
    loop over :class:`~nasx.spaces.nas_eod.NasEodSpace` (backbone and neck together); each candidate
    is trained from scratch for a few steps (:class:`~nasx.evaluate.eod_evaluator.NasEodEvaluator`)
    and rewarded by −(λc·Lc + λr·Lr + Lat(m)), Lat from the table.
 4. **retrain** — the baselines and the top-k by reward, the same steps from scratch; scored by
-   COCO mAP / AP50, MACs, params and *measured* latency (with the table's prediction beside it).
+   COCO mAP / AP50, MACs, params and *measured* latency (with the table's prediction beside it),
+   then all of them timed against each other (:func:`~nasx.pipelines.retrain.time_together`): the
+   latencies the report compares.
 5. **report** — ``report.json``, ``pareto.png`` (latency vs mAP, baselines marked), ``report.html``.
 
 Killed at any point (SIGKILL included), the same command resumes: the table from its file, finished
@@ -34,7 +36,7 @@ from nasx.evaluate.eod_reward import LATENCY_FORMS
 from nasx.evaluate.short_train import ShortTrainConfig
 from nasx.pipelines.html_report import write_html_report
 from nasx.pipelines.report import format_table, pareto_plot, publish_best, row_summary, write_report
-from nasx.pipelines.retrain import Candidate, retrain_and_score
+from nasx.pipelines.retrain import Candidate, retrain_and_score, time_together
 from nasx.pipelines.rundir import RunDir
 from nasx.pipelines.run_settings import RESUMABLE, RunSettings, opt
 from nasx.pipelines.tensorboard import RunLog
@@ -71,6 +73,8 @@ class NasEodConfig(RunSettings):
     max_archs: Optional[int] = field(default=None, metadata=opt("stop the search after this many architectures"))
     top_k: int = field(default=3, metadata=opt("searched detectors retrained (the baselines are too)"))
     retrain_steps: int = field(default=400, metadata=opt("steps of the final training from scratch"))
+    final_sweeps: int = field(default=30, metadata=opt(
+        "sweeps timing the retrained detectors against each other (the latencies the report compares)"))
     seed: int = field(default=0, metadata=opt("seed of the controller and the training"))
 
     def __post_init__(self):
@@ -81,7 +85,7 @@ class NasEodConfig(RunSettings):
         self.neck_widths = tuple(int(w) for w in self.neck_widths)
         if not self.width > 0:
             raise ValueError(f"width must be > 0, got {self.width}")
-        for name in ("input_size", "lut_repeats", "round_size", "min_archs", "top_k", "retrain_steps"):
+        for name in ("input_size", "lut_repeats", "round_size", "min_archs", "top_k", "retrain_steps", "final_sweeps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.lut_check < 2:
@@ -141,7 +145,8 @@ class _NasEod:
         check = run.done("lut")
         if check is None:
             log.info("[1/5] checking the table on %d sampled detectors timed whole", cfg.lut_check)
-            check = table.validate(self.space, n=cfg.lut_check, rng=cfg.seed)
+            # The FPNLite baselines in the same sweeps: T (their time) in the units of the scaled table.
+            check = table.validate(self.space, n=cfg.lut_check, rng=cfg.seed, also=self.fpnlite_models())
             # Predictions in the units of the measured target: the parts' sum scaled to the wholes'.
             table = table.calibrated(check["scale_fit"])
             write_json(path, table.to_dict())
@@ -149,6 +154,11 @@ class _NasEod:
             log.info("      Kendall tau %.2f, mean error %.1f %% (%.1f %% once scaled by %.2f)", check["kendall_tau"],
                      check["mean_abs_pct_error"], check["mean_abs_pct_error_fitted"], check["scale_fit"])
         return table, check
+
+    def fpnlite_models(self) -> dict:
+        from nasx.spaces.detectors import build_from_spec
+
+        return {name: build_from_spec(spec) for name, (spec, _) in self.baselines().items() if "FPNLite" in name}
 
     # -- 2. baselines --------------------------------------------------------------------------
     def reward(self, target_ms: float) -> EodRewardConfig:
@@ -161,13 +171,18 @@ class _NasEod:
         return NasEodEvaluator(self.cfg.data, space=self.space, table=table, baselines=self.baselines(),
                                reward=self.reward(target_ms), config=self.cfg.short, device=self.cfg.device)
 
-    def target_ms(self) -> float:
-        """T: the flag, or the measured latency of the narrowest MobileNetV2-FPNLite (measured once)."""
+    def target_ms(self, check: Optional[dict]) -> float:
+        """T: the flag, or the measured latency of the narrowest MobileNetV2-FPNLite — timed in the table
+        check's sweeps (``check["also_ms"]``), so that T and the scaled table's predictions are in the same
+        units; without a table (ONNX Runtime), timed once on its own."""
         from nasx.evaluate.cost import measure_latency
         from nasx.spaces.detectors import build_from_spec
 
         if self.cfg.target_latency_ms is not None:
             return self.cfg.target_latency_ms
+        name = f"MobileNetV2-FPNLite@{self.space.neck_widths[0]}"
+        if check is not None and name in check.get("also_ms", {}):
+            return check["also_ms"][name]
         done = self.run.done("target")
         if done is None:
             spec, size = self.space.baseline_spec(self.space.neck_widths[0])
@@ -242,7 +257,7 @@ class _NasEod:
     def stage_report(self, check: dict, target_ms: float, summary: dict, rows: list[dict]) -> dict:
         from nasx.evaluate.rank import kendall_tau
 
-        extra = ("reward", "short_map", "predicted_ms")
+        extra = ("reward", "short_map", "predicted_ms", "latency_ms_alone")
         base = {r["name"]: r for r in rows if not r["name"].startswith("top")}
         searched = [r for r in rows if r["name"].startswith("top")]
         best = max(searched, key=lambda r: (r["map"], -r["latency_ms"])) if searched else None
@@ -265,8 +280,9 @@ class _NasEod:
             "kendall_tau": kendall_tau([r["reward"] for r in ranked], [r["map"] for r in ranked]),
             "kendall_tau_n": len(ranked), "target_latency_ms": target_ms, "reward": vars(self.reward(target_ms)),
             "lut": None if check is None else {k: check.get(k) for k in (
-                "kendall_tau", "spearman", "mean_abs_pct_error", "scale_fit", "mean_abs_pct_error_fitted", "n",
-                "device", "threads", "clock", "sampling")},
+                "kendall_tau", "spearman", "repeat_tau", "mean_abs_pct_error", "scale_fit",
+                "mean_abs_pct_error_fitted", "n", "device", "threads", "clock", "sampling", "also_ms")},
+            "timed_together": self.run.done("timed_together"),
             "latency_runtime": self.cfg.short.latency_runtime,
             "searched": len(records), "evaluated": len(records),
             "failed": sum(1 for r in records if r.get("status") != "ok"),
@@ -312,7 +328,7 @@ def run_nas_eod(cfg: NasEodConfig) -> dict:
     nas.runlog = RunLog(nas.run.path("tb"), enabled=cfg.tensorboard)
     try:
         table, check = nas.stage_lut()
-        target = nas.target_ms()
+        target = nas.target_ms(check)
         evaluator = nas.evaluator(table, target)
         with make_workers(cfg.workers, backend=cfg.backend, ray_address=cfg.ray_address) as workers:
             baselines = nas.stage_baselines(workers, evaluator)
@@ -320,6 +336,8 @@ def run_nas_eod(cfg: NasEodConfig) -> dict:
             summary = nas.stage_search(workers, evaluator, baselines)
         rows = nas.stage_retrain(table, baselines)
         nas.run.reached("retrain", {"retrained": len(rows)})
+        rows = time_together(nas.run, rows, input_size=nas.space.input_size, sweeps=cfg.final_sweeps,
+                             timing=cfg.short.timing(cfg.device))
         report = nas.stage_report(check, target, summary, rows)
         nas.run.reached("report")
         write_html_report(nas.run.root)

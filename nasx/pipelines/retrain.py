@@ -21,7 +21,7 @@ from nasx.pipelines.training import TrainRecipe, train_steps
 from nasx.search.results import ResultsLog
 from nasx.spaces.space import arch_key
 
-__all__ = ["Candidate", "retrain_and_score"]
+__all__ = ["Candidate", "retrain_and_score", "time_together"]
 
 log = logging.getLogger(__name__)
 
@@ -95,3 +95,37 @@ def retrain_and_score(run: RunDir, candidates: Sequence[Candidate], *, train_set
             runlog.retrained(n, row)
         log.info("      mAP %.3f (AP50 %.3f), %.3f GMACs", metrics["AP"], metrics["AP50"], macs / 1e9)
     return [dict(lines.get(c.encoding), name=c.name) for c in candidates if c.encoding not in left_out]
+
+
+def time_together(run: RunDir, rows: Sequence[Mapping], *, input_size: tuple[int, int], sweeps: int,
+                  timing: Optional[Mapping] = None, stage: str = "timed_together") -> list[dict]:
+    """The retrained detectors' latencies measured *against each other*
+    (:func:`~nasx.evaluate.cost.measure_together`: ``sweeps`` sweeps over all of them, one batch-1
+    call each per sweep, from their checkpoints) — the figures a comparison between them may use.
+    Each was also timed alone right after its training, minutes apart from the others, where a
+    shared CPU's load moves a detector's latency by a third. Returns ``rows`` with ``latency_ms``
+    from the joint timing and ``latency_ms_alone`` the earlier figure; done once per run (stage
+    ``stage``). ``timing`` as :func:`retrain_and_score`'s; ONNX Runtime timings (one session per
+    export) are returned unchanged."""
+    from nasx.evaluate.cost import measure_together, runtime_device
+    from nasx.spaces.detectors import build_from_spec
+    from nasx.train.checkpoint import load_checkpoint
+
+    how = {"runtime": "torch", **(timing or {})}
+    if how["runtime"] != "torch" or not rows:
+        return [dict(r) for r in rows]
+    done = run.done(stage)
+    if done is None or sorted(done["latency_ms"]) != sorted(r["name"] for r in rows):
+        models = {}
+        for r in rows:
+            state = load_checkpoint(run.path(r["checkpoint"]), required_keys=("model", "meta"))
+            models[r["name"]] = build_from_spec(state["meta"]["build"])
+            models[r["name"]].load_state_dict(state["model"])
+        device = how.get("device") or runtime_device("cpu", "torch")
+        log.info("timing the %d retrained detectors against each other (%d sweeps)", len(models), sweeps)
+        reports = measure_together(models, torch.rand(1, 3, *input_size), device=device, repeats=sweeps,
+                                   threads=how.get("threads"), clock=how.get("clock", "wall"))
+        done = run.mark_done(stage, {"latency_ms": {name: rep.median_ms for name, rep in reports.items()},
+                                     "iqr_ms": {name: rep.iqr_ms for name, rep in reports.items()}, "sweeps": sweeps,
+                                     "threads": next(iter(reports.values())).threads, "clock": how.get("clock", "wall")})
+    return [dict(r, latency_ms=done["latency_ms"][r["name"]], latency_ms_alone=r["latency_ms"]) for r in rows]
