@@ -15,7 +15,7 @@ from runhelpers import killed_then_resumed, tiny_synth
 TINY_RUN = ["--width", "0.25", "--input-size", "64", "--neck-widths", "64", "--head-convs", "1", "--short-steps", "2",
             "--short-batch-size", "4", "--short-val-images", "4", "--short-latency-repeats", "2", "--lut-repeats", "2",
             "--lut-check", "3", "--round-size", "2", "--min-archs", "4", "--max-archs", "4", "--top-k", "2",
-            "--retrain-steps", "2", "--final-sweeps", "2", "--budget-minutes", "30", "--no-tensorboard", "--quiet"]
+            "--retrain-steps", "2", "--final-sweeps", "2", "--target-ratio", "0.9", "--budget-minutes", "30", "--no-tensorboard", "--quiet"]
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +47,8 @@ def test_end_to_end_search_survives_sigkill(tiny_data, tmp_path):
     assert report["beating_fpnlite"] == [n for n in ("top1", "top2") if rows[n]["map"] > fpn["map"]
                                          and rows[n]["latency_ms"] <= fpn["latency_ms"]]
     assert report["beats_fpnlite"] == bool(report["beating_fpnlite"])
-    # T is FPNLite's time in the table check's sweeps; the compared latencies come from one joint timing
-    assert report["target_latency_ms"] == report["lut"]["also_ms"]["MobileNetV2-FPNLite@16"]
+    # T is 0.9 x FPNLite's time in the table check's sweeps; the compared latencies come from one joint timing
+    assert report["target_latency_ms"] == pytest.approx(0.9 * report["lut"]["also_ms"]["MobileNetV2-FPNLite@16"])
     together = report["timed_together"]
     assert set(together["latency_ms"]) == set(rows) and together["sweeps"] == 2
     assert all(r["latency_ms"] == together["latency_ms"][r["name"]] and r["latency_ms_alone"] > 0
@@ -66,6 +66,8 @@ def test_config_checks():
         NasEodConfig(data="d", out="o", latency_form="square")
     with pytest.raises(ValueError, match="target_latency_ms"):
         NasEodConfig(data="d", out="o", target_latency_ms=0)
+    with pytest.raises(ValueError, match="target_ratio must be > 0"):
+        NasEodConfig(data="d", out="o", target_ratio=0)
     with pytest.raises(ValueError, match="lut_check"):
         NasEodConfig(data="d", out="o", lut_check=1)
     with pytest.raises(ValueError, match=">= 0"):
@@ -111,3 +113,5 @@ def test_onnxruntime_target_times_every_candidate(tiny_data, tmp_path, monkeypat
     assert all(r["predicted_ms"] is None for r in report["retrained"])
     # target + 4 candidates + 4 retrained, all in ONNX Runtime on the CPU
     assert calls == [("onnxruntime", "cpu")] * 9
+    # T: 0.9 x the first timing (FPNLite's); each retrained detector keeps its own timing (no joint one in ORT)
+    assert report["target_latency_ms"] == pytest.approx(0.9 * 6.0) and report["timed_together"] is None

@@ -15,7 +15,7 @@ from runhelpers import killed_then_resumed, tiny_synth
 TINY_RUN = ["--width", "0.125", "--input-scale", "0.08", "--short-steps", "2", "--short-batch-size", "4",
             "--short-val-images", "4", "--short-latency-repeats", "2", "--short-macs-rois", "16",
             "--stage1-min", "2", "--stage1-max", "2", "--stage2-min", "2", "--stage2-max", "2", "--min-random", "1",
-            "--retrain-steps", "2", "--retrain-top", "1", "--budget-minutes", "0.01", "--no-tensorboard",
+            "--retrain-steps", "2", "--retrain-top", "1", "--final-sweeps", "2", "--budget-minutes", "0.01", "--no-tensorboard",
             "--no-ga-rpn"]
 
 
@@ -51,11 +51,20 @@ def test_end_to_end_search_survives_sigkill(tiny_data, tmp_path):
     assert state["population"][0]["encoding"] == part["start"]["arch"]
     names = [r["name"] for r in part["retrained"]]
     assert names[:2] == ["start", "front1"] and all(r["map"] >= 0 for r in part["retrained"])
+    # after the longer training: front models with more mAP than the start at no more MACs
+    rows = {r["name"]: r for r in part["retrained"]}
+    assert part["retrained_dominating_start"] == [n for n in names if n.startswith("front") and rows[n]["map"] >
+                                                  rows["start"]["map"] and rows[n]["macs"] <= rows["start"]["macs"]]
+    assert part["retrained_dominates_start"] == bool(part["retrained_dominating_start"])
+    # the retrained models' latencies come from one joint timing of them all
+    together = json.loads((out / "stages" / "timed_together-0.json").read_text())
+    assert together["sweeps"] == 2 and all(r["latency_ms"] == together["latency_ms"][r["name"]]
+                                           and r["latency_ms_alone"] > 0 for r in part["retrained"])
     for png in ("stage1_pareto.png", "stage2_pareto.png"):
         assert (out / png).stat().st_size > 0
     assert (out / "report.html").is_file()
     assert sorted(s.stem for s in (out / "stages").glob("*.json")) == ["pick", "report", "retrain", "stage1",
-                                                                       "stage2-0"]
+                                                                       "stage2-0", "timed_together-0"]
     # a changed setting is refused by name; the run is untouched
     assert main(["search", "sm-nas", "--data", str(tiny_data), "--out", str(out),
                  *[v if v != "0.125" else "0.25" for v in TINY_RUN]]) == 1

@@ -38,7 +38,7 @@ from nasx.pipelines.html_report import write_html_report
 from nasx.pipelines.report import format_table, pareto_plot, publish_best, row_summary, write_report
 from nasx.pipelines.retrain import Candidate, retrain_and_score, time_together
 from nasx.pipelines.rundir import RunDir
-from nasx.pipelines.run_settings import RESUMABLE, RunSettings, opt
+from nasx.pipelines.run_settings import RESUMABLE, RunSettings, final_sweeps_field, opt
 from nasx.pipelines.tensorboard import RunLog
 from nasx.pipelines.training import TrainRecipe
 
@@ -59,6 +59,9 @@ class NasEodConfig(RunSettings):
     target_latency_ms: Optional[float] = field(default=None, metadata=opt(
         "T of the latency term (none: the measured latency of MobileNetV2-FPNLite at the smallest neck width, the "
         "baseline to beat)", metavar="T"))
+    target_ratio: float = field(default=1.0, metadata=opt(
+        "without --target-latency-ms, T is this share of that baseline's latency (below 1: room for the table's "
+        "error, so that detectors predicted at T measure no slower than the baseline)"))
     lambda_c: float = field(default=1.0, metadata=opt("λc, weight of the held-out classification loss"))
     lambda_r: float = field(default=1.0, metadata=opt("λr, weight of the held-out regression loss"))
     latency_beta: float = field(default=1.0, metadata=opt("β, weight of the latency term"))
@@ -73,14 +76,15 @@ class NasEodConfig(RunSettings):
     max_archs: Optional[int] = field(default=None, metadata=opt("stop the search after this many architectures"))
     top_k: int = field(default=3, metadata=opt("searched detectors retrained (the baselines are too)"))
     retrain_steps: int = field(default=400, metadata=opt("steps of the final training from scratch"))
-    final_sweeps: int = field(default=30, metadata=opt(
-        "sweeps timing the retrained detectors against each other (the latencies the report compares)"))
+    final_sweeps: int = final_sweeps_field()
     seed: int = field(default=0, metadata=opt("seed of the controller and the training"))
 
     def __post_init__(self):
         super().__post_init__()
         if isinstance(self.short, dict):
             self.short = ShortTrainConfig(**self.short)
+        if not self.target_ratio > 0:
+            raise ValueError(f"target_ratio must be > 0, got {self.target_ratio}")
         EodRewardConfig(self.target_latency_ms, self.lambda_c, self.lambda_r, self.latency_beta, self.latency_form)
         self.neck_widths = tuple(int(w) for w in self.neck_widths)
         if not self.width > 0:
@@ -172,9 +176,9 @@ class _NasEod:
                                reward=self.reward(target_ms), config=self.cfg.short, device=self.cfg.device)
 
     def target_ms(self, check: Optional[dict]) -> float:
-        """T: the flag, or the measured latency of the narrowest MobileNetV2-FPNLite — timed in the table
-        check's sweeps (``check["also_ms"]``), so that T and the scaled table's predictions are in the same
-        units; without a table (ONNX Runtime), timed once on its own."""
+        """T: the flag, or ``target_ratio`` x the measured latency of the narrowest MobileNetV2-FPNLite — timed
+        in the table check's sweeps (``check["also_ms"]``), so that T and the scaled table's predictions are in
+        the same units; without a table (ONNX Runtime), timed once on its own."""
         from nasx.evaluate.cost import measure_latency
         from nasx.spaces.detectors import build_from_spec
 
@@ -182,7 +186,7 @@ class _NasEod:
             return self.cfg.target_latency_ms
         name = f"MobileNetV2-FPNLite@{self.space.neck_widths[0]}"
         if check is not None and name in check.get("also_ms", {}):
-            return check["also_ms"][name]
+            return self.cfg.target_ratio * check["also_ms"][name]
         done = self.run.done("target")
         if done is None:
             spec, size = self.space.baseline_spec(self.space.neck_widths[0])
@@ -190,7 +194,7 @@ class _NasEod:
                                  **self.cfg.short.timing(self.cfg.device)).median_ms
             done = self.run.mark_done("target", {"target_latency_ms": ms, "from": f"MobileNetV2-FPNLite@"
                                                                                   f"{self.space.neck_widths[0]}"})
-        return done["target_latency_ms"]
+        return self.cfg.target_ratio * done["target_latency_ms"]
 
     def stage_baselines(self, workers, evaluator) -> dict:
         todo = [BASELINE_PREFIX + name for name in self.baselines() if BASELINE_PREFIX + name not in self.results]

@@ -20,6 +20,13 @@ def opt(help: str, **more) -> dict:
     return {"help": help, **more}
 
 
+def final_sweeps_field():
+    """The ``final_sweeps`` setting of the searches that compare retrained detectors' latencies
+    (:func:`nasx.pipelines.retrain.time_together`)."""
+    return field(default=30, metadata=opt(
+        "sweeps timing the retrained detectors against each other (the latencies the report compares)"))
+
+
 @dataclass
 class RunSettings:
     data: str = field(metadata=opt("dataset root in COCO layout (nasx data synth writes one)", metavar="DIR"))
