@@ -49,7 +49,8 @@ demo-sm-nas: install
 	@test -f $(DEMO_DATA)/annotations/instances_val.json || $(BIN)/nasx data synth --out $(DEMO_DATA)
 	$(BIN)/nasx search sm-nas --data $(DEMO_DATA) --out $(SM_NAS_OUT) --budget-minutes 13 --workers 2 \
 		--width 0.25 --input-scale 0.16 --rois-per-image 64 --proposals 300 --short-steps 60 --short-batch-size 16 \
-		--short-val-images 100 --short-macs-rois 32 --stage1-min 7 --stage1-share 0.3 --retrain-steps 150 --retrain-top 2 \
+		--short-val-images 100 --short-macs-rois 32 --short-latency-threads 1 --short-latency-clock thread \
+		--stage1-min 7 --stage1-share 0.3 --retrain-steps 150 --retrain-top 2 \
 		$(DEMO_ARGS)
 
 # Network adaptation (FNA) end to end: a MobileNetV2 x0.5 seed (trained as SSDLite: a classifier seed needs more
@@ -68,7 +69,7 @@ demo-nas-eod: install
 	$(BIN)/nasx search nas-eod --data $(DEMO_DATA) --out $(EOD_OUT) --budget-minutes 14 --workers 2 \
 		--width 0.5 --input-size 128 --head-convs 2 --short-steps 30 --short-batch-size 16 --short-val-images 50 \
 		--short-latency-threads 1 --short-latency-clock thread --lut-repeats 10 --lut-check 30 --min-archs 20 \
-		--top-k 2 --retrain-steps 200 $(DEMO_ARGS)
+		--top-k 2 --retrain-steps 200 --target-ratio 0.9 $(DEMO_ARGS)
 
 test: install
 	$(BIN)/pytest

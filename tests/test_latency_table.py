@@ -56,6 +56,14 @@ def test_prediction_is_the_sum_of_the_entries(table):
         assert keys[1:18] == [f"backbone{i}:{layer}" for i, layer in enumerate(layers)]
 
 
+def test_fastest_is_no_slower_than_any_sample(table):
+    encoding, ms = table.fastest()
+    assert ms == table.predict(encoding)
+    rng = random.Random(0)
+    assert all(ms <= table.predict(TINY.encode(TINY.sample(rng))) + 1e-9 for _ in range(50))
+    assert ms <= table.predict(TINY.encode(spread_sample(TINY, -1.0, rng)))
+
+
 def test_table_round_trips_through_json_and_pickle(table):
     data = json.loads(json.dumps(table.to_dict()))
     again = LatencyTable.from_dict(data)

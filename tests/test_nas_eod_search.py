@@ -15,7 +15,7 @@ from runhelpers import killed_then_resumed, tiny_synth
 TINY_RUN = ["--width", "0.25", "--input-size", "64", "--neck-widths", "64", "--head-convs", "1", "--short-steps", "2",
             "--short-batch-size", "4", "--short-val-images", "4", "--short-latency-repeats", "2", "--lut-repeats", "2",
             "--lut-check", "3", "--round-size", "2", "--min-archs", "4", "--max-archs", "4", "--top-k", "2",
-            "--retrain-steps", "2", "--final-sweeps", "2", "--target-ratio", "0.9", "--budget-minutes", "30", "--no-tensorboard", "--quiet"]
+            "--retrain-steps", "2", "--final-sweeps", "2", "--target-ratio", "0.9", "--train-over-target", "--budget-minutes", "30", "--no-tensorboard", "--quiet"]
 
 
 @pytest.fixture(scope="module")
@@ -59,6 +59,53 @@ def test_end_to_end_search_survives_sigkill(tiny_data, tmp_path):
                                                                        "search", "timed_together"]
     assert main(["search", "nas-eod", "--data", str(tiny_data), "--out", str(out),
                  *[v if v != "0.25" else "0.5" for v in TINY_RUN]]) == 1
+
+
+def test_candidates_over_the_target_are_scored_untrained(tiny_data, tmp_path, monkeypatch, capsys):
+    """By default a candidate the table predicts slower than T is not trained: the narrowest FPNLite's
+    held-out losses less its latency term are its reward; only trained ones count toward --min/--max-archs
+    and are retrained. (Here every candidate whose first layer is k5 is predicted 10^4 x slower and T is 10 x
+    FPNLite's time.) A T below the space's fastest architecture is refused before the search."""
+    from nasx.evaluate.eod_reward import eod_reward
+    from nasx.evaluate.latency_table import LatencyTable
+
+    real_predict, real_validate, checking = LatencyTable.predict, LatencyTable.validate, []
+
+    def predict(self, arch, *args, **kwargs):     # the table's own check sees the real predictions
+        slow = not checking and isinstance(arch, str) and arch.split("-")[0].split(":")[1].startswith("k5")
+        return real_predict(self, arch, *args, **kwargs) * (1e4 if slow else 1)
+
+    def validate(self, *args, **kwargs):
+        checking.append(True)
+        try:
+            return real_validate(self, *args, **kwargs)
+        finally:
+            checking.pop()
+
+    monkeypatch.setattr(LatencyTable, "predict", predict)
+    monkeypatch.setattr(LatencyTable, "validate", validate)
+    out = tmp_path / "run"
+    args = [a for a in TINY_RUN if a != "--train-over-target"]
+    args[args.index("--target-ratio") + 1] = "10"
+    assert main(["search", "nas-eod", "--data", str(tiny_data), "--out", str(out), *args]) == 0
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    report = json.loads((out / "report.json").read_text())
+    T, fpn = report["target_latency_ms"], records[0]
+    assert fpn["encoding"] == "baseline:MobileNetV2-FPNLite@16"
+    searched = [r for r in records if r["source"] == "search"]
+    untrained = [r for r in searched if r.get("trained") is False]
+    assert untrained and sum(r.get("trained", True) for r in searched) == 4
+    for r in untrained:
+        assert r["latency_ms"] > T and "map" not in r and r["latency_source"] == "lut"
+        assert r["reward"] == pytest.approx(eod_reward(fpn["cls_loss"], fpn["reg_loss"], r["latency_ms"], target_ms=T))
+    assert all(r["latency_ms"] <= T for r in searched if r.get("trained", True))
+    assert report["searched"] == len(searched) and report["evaluated"] == 4
+    assert report["untrained_over_target"] == len(untrained)
+    top = {r["arch"] for r in report["retrained"] if r["name"].startswith("top")}
+    assert top and not top & {r["encoding"] for r in untrained}
+    args[args.index("--target-ratio") + 1] = "0.01"
+    assert main(["search", "nas-eod", "--data", str(tiny_data), "--out", str(tmp_path / "slow"), *args]) == 1
+    assert "is below the space's fastest architecture" in capsys.readouterr().err
 
 
 def test_config_checks():

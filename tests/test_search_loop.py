@@ -172,6 +172,12 @@ def test_stopping_rules(tmp_path):
                      time_left=lambda: -1.0, min_evaluations=3, progress=False,
                      counted=lambda r: r["reward"] > 0.5)
     assert out["stopped"] == "budget" and 3 <= out["evaluated"] == sum(r["reward"] > 0.5 for r in results)
+    # past the budget, rounds that add nothing counted (every candidate over a limit) end the search
+    results = ResultsLog(tmp_path / "d.jsonl")
+    out = run_search(RandomSearch(space, seed=0), toy_reward, results, state_path=tmp_path / "d.pt", round_size=1,
+                     time_left=lambda: -1.0, min_evaluations=3, max_stale_rounds=2, progress=False,
+                     counted=lambda r: False)
+    assert out["stopped"] == "stale" and out["evaluated"] == 0 and out["rounds"] == len(results) == 2
 
 
 def test_resuming_with_another_strategy_or_round_size_is_refused(tmp_path):

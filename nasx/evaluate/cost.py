@@ -22,6 +22,7 @@ Per call of a counted module (N batch, out_elems = numel of the output):
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import statistics
@@ -319,6 +320,30 @@ def sweep_times(jobs: Mapping[str, tuple[nn.Module, tuple]], device, warmup: int
     return samples
 
 
+def _checked(who: str, device, warmup: int, repeats: int, threads: Optional[int], clock: str,
+             runtime: str) -> tuple[torch.device, int]:
+    """The checks of every timing; returns the device and the thread count to time at."""
+    if warmup < 0 or repeats < 1:
+        raise ValueError(f"{who}: expected warmup >= 0 and repeats >= 1, got {warmup} and {repeats}")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"{who}: device 'cuda' was asked for but torch sees no CUDA GPU")
+    threads = int(threads or torch.get_num_threads())
+    check_clock(clock, device, threads, runtime, who=who)
+    return device, threads
+
+
+@contextlib.contextmanager
+def _threads(n: int):
+    """torch's intra-op thread count set to ``n`` inside, restored after."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 def _report(samples: list[float], device, runtime: str, threads: int, clock: str) -> LatencyReport:
     q1, _, q3 = statistics.quantiles(samples, n=4, method="inclusive") if len(samples) >= 2 else (samples[0],) * 3
     return LatencyReport(median_ms=statistics.median(samples), iqr_ms=q3 - q1, min_ms=min(samples),
@@ -339,20 +364,10 @@ def measure_together(models: Mapping[str, nn.Module], *inputs, device: str | tor
                          f"got {runtime!r}")
     if not models:
         raise ValueError("measure_together: expected at least one model, got none")
-    if warmup < 0 or repeats < 1:
-        raise ValueError(f"measure_together: expected warmup >= 0 and repeats >= 1, got {warmup} and {repeats}")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("measure_together: device 'cuda' was asked for but torch sees no CUDA GPU")
-    old_threads = torch.get_num_threads()
-    threads = int(threads or old_threads)
-    check_clock(clock, device, threads, runtime, who="measure_together")
+    device, threads = _checked("measure_together", device, warmup, repeats, threads, clock, runtime)
     args = tuple(x.to(device) if isinstance(x, torch.Tensor) else x for x in inputs)
-    torch.set_num_threads(threads)
-    try:
+    with _threads(threads):
         samples = sweep_times({name: (m, args) for name, m in models.items()}, device, warmup, repeats, clock)
-    finally:
-        torch.set_num_threads(old_threads)
     return {name: _report(s, device, runtime, threads, clock) for name, s in samples.items()}
 
 
@@ -378,19 +393,9 @@ def measure_latency(model: nn.Module, *inputs, device: str | torch.device = "cpu
     CPU at one thread): time lost to other processes is left out, so a latency measured beside a
     busy worker reads as on a quiet core.
     """
-    if warmup < 0 or repeats < 1:
-        raise ValueError(f"measure_latency: expected warmup >= 0 and repeats >= 1, got {warmup} and {repeats}")
     if runtime not in RUNTIMES:
         raise ValueError(f"measure_latency: runtime must be one of {RUNTIMES}, got {runtime!r}")
-    device = torch.device(device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("measure_latency: device 'cuda' was asked for but torch sees no CUDA GPU")
-    old_threads = torch.get_num_threads()
-    threads = int(threads or old_threads)
-    check_clock(clock, device, threads, runtime)
-    torch.set_num_threads(threads)
-    try:
+    device, threads = _checked("measure_latency", device, warmup, repeats, threads, clock, runtime)
+    with _threads(threads):
         samples = _time_runtime(model, inputs, kwargs, device, warmup, repeats, runtime, clock)
-    finally:
-        torch.set_num_threads(old_threads)
     return _report(samples, device, runtime, threads, clock)

@@ -8,6 +8,11 @@ ONNX export in ONNX Runtime (the table times parts inside a PyTorch forward, whi
 Named baselines (``"baseline:<name>"``: whole detectors outside the space, e.g. MobileNetV2-FPNLite)
 are trained and scored the same way, but timed (the table covers only the space's parts).
 
+Given ``untrained`` losses (and the hinge form, whose T is a limit), a candidate the table predicts
+slower than T is not trained at all — as latency-constrained NAS samples only within the constraint
+(SPOS, OFA) — and is rewarded with those losses (a baseline's) less its latency term: a controller
+still learns how far over it was, in milliseconds of prediction instead of a short training.
+
 A plain picklable ``encoding -> dict`` callable, so it runs inline, in processes or on Ray.
 """
 from __future__ import annotations
@@ -58,6 +63,8 @@ class NasEodEvaluator(ShortTrainEvaluator):
         table: the :class:`LatencyTable` (or its ``to_dict()``) of ``space`` on the target device;
             None exactly when ``config.latency_runtime`` is not ``"torch"`` (every candidate is timed).
         baselines: name -> (build spec, (H, W)) of the named baselines.
+        untrained: ``{"cls", "reg"}`` held-out losses of a candidate predicted over T, scored untrained
+            (``"trained": False``); None: every candidate is trained. Needs the table and the hinge form.
         reward: :class:`EodRewardConfig` with its target latency set.
         config: the short training (:class:`ShortTrainConfig`; its ``latency`` flag is ignored:
             candidates are predicted, baselines measured; ``latency_runtime``: torch (the table) or onnxruntime
@@ -65,7 +72,8 @@ class NasEodEvaluator(ShortTrainEvaluator):
     """
 
     def __init__(self, data, *, space, table, baselines: Mapping[str, tuple], reward: EodRewardConfig,
-                 config: ShortTrainConfig = ShortTrainConfig(), device: str = "cpu", threads: Optional[int] = None):
+                 config: ShortTrainConfig = ShortTrainConfig(), device: str = "cpu", threads: Optional[int] = None,
+                 untrained: Optional[Mapping[str, float]] = None):
         super().__init__(data, space=space, config=config, device=device, threads=threads)
         if reward.target_latency_ms is None:
             raise ValueError("NasEodEvaluator: the reward needs a target latency (EodRewardConfig.target_latency_ms)")
@@ -75,6 +83,11 @@ class NasEodEvaluator(ShortTrainEvaluator):
         self.table = table if table is None or isinstance(table, dict) else table.to_dict()
         self.baselines = {name: (dict(spec), tuple(size)) for name, (spec, size) in baselines.items()}
         self.reward = reward
+        if untrained is not None and (table is None or reward.form != "hinge" or set(untrained) != {"cls", "reg"}):
+            raise ValueError(f"NasEodEvaluator: untrained candidates need the latency table, the hinge form (T as a "
+                             f"limit) and {{'cls', 'reg'}} losses; got {'no table' if table is None else 'a table'}, "
+                             f"form {reward.form!r}, losses {sorted(untrained)}")
+        self.untrained = None if untrained is None else {k: float(v) for k, v in untrained.items()}
 
     def spec_of(self, encoding: str) -> tuple[dict, tuple[int, int], bool]:
         """(build spec, input size, is a baseline) of an encoding."""
@@ -121,6 +134,15 @@ class NasEodEvaluator(ShortTrainEvaluator):
         cfg = self.config
         encoding = encoding if isinstance(encoding, str) else self.space.encode(encoding)
         spec, size, is_baseline = self.spec_of(encoding)
+        r = self.reward
+        if not is_baseline and self.untrained is not None:
+            latency = LatencyTable.from_dict(self.table).predict(encoding)
+            if latency > r.target_latency_ms:
+                losses = self.untrained
+                return {"status": "ok", "trained": False, "latency_ms": latency, "latency_source": "lut",
+                        "reward": eod_reward(losses["cls"], losses["reg"], latency, target_ms=r.target_latency_ms,
+                                             lambda_c=r.lambda_c, lambda_r=r.lambda_r, beta=r.beta, form=r.form),
+                        "input_size": list(size), "seconds": time.perf_counter() - start}
         model, result, metrics, subset = self.train_and_score(spec, size)
         # Held-out losses need the targets in the same resized frame as training: the val transform.
         losses = self.held_out_losses(model, build_loader(subset, 16), self.device)
@@ -131,7 +153,6 @@ class NasEodEvaluator(ShortTrainEvaluator):
             source = "measured"
         else:
             latency, source = LatencyTable.from_dict(self.table).predict(encoding), "lut"
-        r = self.reward
         reward = eod_reward(losses["cls"], losses["reg"], latency, target_ms=r.target_latency_ms, lambda_c=r.lambda_c,
                             lambda_r=r.lambda_r, beta=r.beta, form=r.form)
         return {"status": "ok", "reward": reward, "cls_loss": losses["cls"], "reg_loss": losses["reg"],

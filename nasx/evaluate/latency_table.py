@@ -295,6 +295,25 @@ class LatencyTable:
         (with the post-processing, as :meth:`validate` measures whole detectors, unless ``postprocess=False``)."""
         return self.scale * float(sum(self.parts(arch, postprocess=postprocess).values()))
 
+    def fastest(self, space: Optional[NasEodSpace] = None) -> tuple[str, float]:
+        """The architecture of ``space`` (default the table's) with the smallest prediction, and that
+        prediction: coordinate descent over the decisions from every first option — a prediction is a
+        sum over parts, each depending on a few decisions, so one or two passes settle it."""
+        space = space or self._space
+        decisions = space.decisions()
+        best = [0] * len(decisions)
+        best_ms = self.predict(space.encode(space.from_indices(best)))
+        changed = True
+        while changed:
+            changed = False
+            for d, decision in enumerate(decisions):
+                for j in range(decision.valid):
+                    trial = best[:d] + [j] + best[d + 1:]
+                    ms = self.predict(space.encode(space.from_indices(trial)))
+                    if ms < best_ms - 1e-9:
+                        best, best_ms, changed = trial, ms, True
+        return space.encode(space.from_indices(best)), best_ms
+
     def calibrated(self, scale: float) -> "LatencyTable":
         """The same entries with predictions ``scale`` times their sum (e.g. :meth:`validate`'s ``scale_fit``)."""
         return LatencyTable.from_dict(dict(self.to_dict(), scale=float(scale)))

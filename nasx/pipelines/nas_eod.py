@@ -69,6 +69,10 @@ class NasEodConfig(RunSettings):
                                                             "linear β·lat/T", choices=LATENCY_FORMS))
     short: ShortTrainConfig = field(default_factory=ShortTrainConfig,
                                     metadata=opt("the short training every candidate gets"))
+    train_over_target: bool = field(default=False, metadata=opt(
+        "also train the candidates the latency table predicts slower than T (by default they are not trained: the "
+        "narrowest FPNLite's held-out losses less their latency term is their reward, and they do not count toward "
+        "--min-archs); with --latency-form linear every candidate is trained"))
     lut_repeats: int = field(default=20, metadata=opt("timed sweeps of the latency look-up table"))
     lut_check: int = field(default=30, metadata=opt("sampled detectors timed whole to check the table"))
     round_size: int = field(default=4, metadata=opt("architectures per round (per PPO update)"))
@@ -169,11 +173,25 @@ class _NasEod:
         cfg = self.cfg
         return EodRewardConfig(target_ms, cfg.lambda_c, cfg.lambda_r, cfg.latency_beta, cfg.latency_form)
 
-    def evaluator(self, table, target_ms: float):
+    def evaluator(self, table, target_ms: float, untrained: Optional[dict] = None):
         from nasx.evaluate.eod_evaluator import NasEodEvaluator
 
         return NasEodEvaluator(self.cfg.data, space=self.space, table=table, baselines=self.baselines(),
-                               reward=self.reward(target_ms), config=self.cfg.short, device=self.cfg.device)
+                               reward=self.reward(target_ms), config=self.cfg.short, device=self.cfg.device,
+                               untrained=untrained)
+
+    def untrained_losses(self, table, baselines: dict) -> Optional[dict]:
+        """The held-out losses a candidate predicted over T is scored with, untrained: the narrowest
+        FPNLite's (None: every candidate is trained — ``--train-over-target``, no table, the linear form, or
+        that baseline failed)."""
+        cfg = self.cfg
+        if cfg.train_over_target or table is None or cfg.latency_form != "hinge":
+            return None
+        base = baselines.get(f"MobileNetV2-FPNLite@{self.space.neck_widths[0]}")
+        if not base or base.get("status") != "ok":
+            log.warning("[3/5] the narrowest FPNLite failed: every candidate is trained, over T or not")
+            return None
+        return {"cls": base["cls_loss"], "reg": base["reg_loss"]}
 
     def target_ms(self, check: Optional[dict]) -> float:
         """T: the flag, or ``target_ratio`` x the measured latency of the narrowest MobileNetV2-FPNLite — timed
@@ -215,33 +233,43 @@ class _NasEod:
         return n * (self.cfg.retrain_steps * max(steps) * 1.1 + 20)
 
     def stage_search(self, workers, evaluator, baselines: dict) -> dict:
-        from nasx.search import ControllerStrategy, run_search
+        from nasx.evaluate.latency_table import LatencyTable
+        from nasx.search import ControllerStrategy, run_search, trained
 
         cfg, run = self.cfg, self.run
         summary = run.done("search")
         if summary is None:
+            if evaluator.untrained is not None:     # T out of reach: no candidate could ever be trained
+                fastest, ms = LatencyTable.from_dict(evaluator.table).fastest(self.space)
+                if ms > evaluator.reward.target_latency_ms:
+                    raise ValueError(f"target latency T = {evaluator.reward.target_latency_ms:.2f} ms is below the "
+                                     f"space's fastest architecture ({ms:.2f} ms predicted: {fastest}); no candidate "
+                                     f"would be trained. Raise --target-ratio or --target-latency-ms, or pass "
+                                     f"--train-over-target")
+
             def time_left() -> float:
                 return run.clock.left() - self.retrain_seconds(baselines)
 
             log.info("[3/5] search: LSTM controller + PPO over backbone and neck, %.1f min left for it, at least %d "
-                     "architectures", max(time_left(), 0) / 60, cfg.min_archs)
+                     "architectures%s", max(time_left(), 0) / 60, cfg.min_archs,
+                     "" if evaluator.untrained is None else " trained (those predicted over T are scored untrained)")
             out = run_search(ControllerStrategy(self.space, seed=cfg.seed), evaluator, self.results,
                              state_path=run.path("search_state.pt"), round_size=cfg.round_size, workers=workers,
                              time_left=time_left, max_evaluations=cfg.max_archs, min_evaluations=cfg.min_archs,
                              progress=cfg.progress, on_round=lambda e: (run.clock.save(), self.runlog.round(e)),
-                             on_record=self.runlog.candidate)
+                             on_record=self.runlog.candidate, counted=trained)
             summary = run.mark_done("search", {k: out[k] for k in ("rounds", "evaluated", "stopped")})
         return summary
 
     # -- 4. retrain ----------------------------------------------------------------------------
     def stage_retrain(self, table, baselines: dict) -> list[dict]:
-        from nasx.search import best_records
+        from nasx.search import best_records, trained
 
         specs = self.baselines()
         candidates = [Candidate(name, BASELINE_PREFIX + name, specs[name][0],
                                 {"reward": r["reward"], "short_map": r["map"], "predicted_ms": None})
                       for name, r in baselines.items() if r and r.get("status") == "ok"]
-        for i, r in enumerate(best_records(self.results, self.cfg.top_k, source="search")):
+        for i, r in enumerate(best_records(filter(trained, self.results), self.cfg.top_k, source="search")):
             candidates.append(Candidate(f"top{i + 1}", r["encoding"], self.space.spec(r["encoding"])[0],
                                         {"reward": r["reward"], "short_map": r["map"],
                                          "predicted_ms": table.predict(r["encoding"]) if table else None}))
@@ -260,6 +288,7 @@ class _NasEod:
     # -- 5. report -----------------------------------------------------------------------------
     def stage_report(self, check: dict, target_ms: float, summary: dict, rows: list[dict]) -> dict:
         from nasx.evaluate.rank import kendall_tau
+        from nasx.search import trained
 
         extra = ("reward", "short_map", "predicted_ms", "latency_ms_alone")
         base = {r["name"]: r for r in rows if not r["name"].startswith("top")}
@@ -288,7 +317,9 @@ class _NasEod:
                 "mean_abs_pct_error_fitted", "n", "device", "threads", "clock", "sampling", "also_ms")},
             "timed_together": self.run.done("timed_together"),
             "latency_runtime": self.cfg.short.latency_runtime,
-            "searched": len(records), "evaluated": len(records),
+            # searched: every architecture proposed; evaluated: those trained (the others predicted over T)
+            "searched": len(records), "evaluated": sum(1 for r in records if trained(r)),
+            "untrained_over_target": sum(1 for r in records if not trained(r)),
             "failed": sum(1 for r in records if r.get("status") != "ok"),
             "rounds": summary["rounds"], "stopped": summary["stopped"], "strategy": "ppo",
             "flops_note": "the poster's FLOPs (B) are 2 x MACs; nasx reports MACs"})
@@ -310,7 +341,10 @@ def format_summary(report: dict) -> str:
               if lut and lut.get("scale_fit") else "")
     timing = (f"latency table: Kendall tau {lut['kendall_tau']:.2f}, mean error {lut['mean_abs_pct_error']:.1f} %"
               f"{fitted} over {lut['n']}" if lut else f"every candidate timed in {report.get('latency_runtime')}")
-    lines.append(f"searched {report['searched']} architectures ({report['failed']} failed); target latency "
+    over = report.get("untrained_over_target") or 0
+    lines.append(f"searched {report['searched']} architectures, {report['evaluated']} trained"
+                 f"{f' ({over} predicted over T, scored untrained)' if over else ''} ({report['failed']} failed); "
+                 f"target latency "
                  f"{report['target_latency_ms']:.1f} ms; {timing}; reward vs retrained mAP: Kendall "
                  f"tau {report['kendall_tau']:.2f} over {report['kendall_tau_n']}")
     if report.get("beats_fpnlite") is not None:
@@ -337,7 +371,8 @@ def run_nas_eod(cfg: NasEodConfig) -> dict:
         with make_workers(cfg.workers, backend=cfg.backend, ray_address=cfg.ray_address) as workers:
             baselines = nas.stage_baselines(workers, evaluator)
             nas.run.reached("baselines")
-            summary = nas.stage_search(workers, evaluator, baselines)
+            untrained = nas.untrained_losses(table, baselines)
+            summary = nas.stage_search(workers, nas.evaluator(table, target, untrained), baselines)
         rows = nas.stage_retrain(table, baselines)
         nas.run.reached("retrain", {"retrained": len(rows)})
         rows = time_together(nas.run, rows, input_size=nas.space.input_size, sweeps=cfg.final_sweeps,

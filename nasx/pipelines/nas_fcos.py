@@ -53,6 +53,7 @@ from nasx.pipelines.rundir import RunDir
 from nasx.pipelines.run_settings import RESUMABLE, RunSettings, opt
 from nasx.pipelines.tensorboard import RunLog
 from nasx.pipelines.training import TrainRecipe, train_steps
+from nasx.search.loop import trained
 from nasx.train.optim import LR_DEFAULTS_TEXT, OPTIMIZER_DEFAULTS, optimizer_settings
 
 __all__ = ["NasFcosConfig", "run_nas_fcos", "format_summary", "STRATEGIES"]
@@ -140,11 +141,6 @@ class NasFcosConfig(RunSettings):
         if not self.macs_beta >= 0 or self.seed_steps < 1 or self.crop_size < 16:
             raise ValueError(f"expected macs_beta >= 0, seed_steps >= 1 and crop_size >= 16, got {self.macs_beta}, "
                              f"{self.seed_steps}, {self.crop_size}")
-
-
-def trained(record) -> bool:
-    """Whether a search record was trained (a candidate over the MACs limit may be scored untrained)."""
-    return record.get("trained", True)
 
 
 class _NasFcos:

@@ -10,7 +10,7 @@ from nasx.search.clock import BudgetClock
 from nasx.search.controller import LSTMController
 from nasx.search.controller_strategy import ControllerStrategy
 from nasx.search.evolution import ParetoEvolution
-from nasx.search.loop import best_records, run_search
+from nasx.search.loop import best_records, run_search, trained
 from nasx.search.ppo import PPO
 from nasx.search.random_search import RandomSearch
 from nasx.search.ray_workers import RayWorkers  # Ray itself is imported only when one is made
@@ -20,4 +20,4 @@ from nasx.search.workers import BACKENDS, InlineWorkers, ProcessWorkers, Workers
 
 __all__ = ["BACKENDS", "ArchiveEntry", "BudgetClock", "ControllerStrategy", "InlineWorkers", "LSTMController", "PPO",
            "ParetoArchive", "ParetoEvolution", "ProcessWorkers", "RandomSearch", "RayWorkers", "ResultsLog", "Strategy",
-           "Workers", "best_records", "make_workers", "run_search", "scored"]
+           "Workers", "best_records", "make_workers", "run_search", "scored", "trained"]

@@ -12,8 +12,9 @@ nothing is repeated.
 
 Stops at the first of: ``max_evaluations`` distinct architectures of this search (``source``)
 in the log; ``time_left()`` <= 0 once at least ``min_evaluations`` are in; ``max_stale_rounds``
-rounds in a row that proposed nothing new (a converged controller, an exhausted space).
-A round, once begun, is finished.
+rounds in a row that proposed nothing new (a converged controller, an exhausted space); past the
+budget, ``max_stale_rounds`` rounds in a row that added nothing ``counted`` (every proposal over a
+cost limit, scored untrained: ``min_evaluations`` cannot be reached). A round, once begun, is finished.
 """
 from __future__ import annotations
 
@@ -31,6 +32,12 @@ from nasx.search.workers import InlineWorkers, Workers
 __all__ = ["run_search", "best_records", "load_search_state"]
 
 log = logging.getLogger(__name__)
+
+
+def trained(record: Mapping) -> bool:
+    """Whether a search record was trained: a candidate over a cost limit may be scored without
+    training (``"trained": False``, e.g. NAS-FCOS's MACs limit, NAS-EOD's latency target)."""
+    return record.get("trained", True)
 
 
 def best_records(results, k: int = 1, *, objective: str = "reward", source: Optional[str] = None) -> list[dict]:
@@ -89,7 +96,7 @@ def run_search(strategy: Strategy, evaluator: Callable[[str], Mapping], results:
     mine = {r["encoding"] for r in results if r.get("source") == source and counted(r)}
     objective = strategy.objective
     bar = Progress(max_evaluations, f"search ({strategy.name})", unit="arch", initial=len(mine), enabled=progress)
-    stopped, stale = "budget", 0
+    stopped, stale, dry = "budget", 0, 0
 
     def best_so_far() -> float:
         return max((r[objective] for r in results if scored(r, objective)), default=math.nan)
@@ -107,6 +114,11 @@ def run_search(strategy: Strategy, evaluator: Callable[[str], Mapping], results:
                 log.warning("search: %d rounds in a row proposed no new architecture; stopping with %d evaluated",
                             stale, len(mine))
                 break
+            if dry >= max_stale_rounds:
+                stopped = "stale"
+                log.warning("search: past the budget, %d rounds in a row added no counted architecture; stopping with "
+                            "%d of the %d asked for", dry, len(mine), min_evaluations)
+                break
             encodings = [space.encode(a) for a in strategy.ask(round_size)]
             todo = sorted({e for e in encodings if e not in results})
             for i, out in workers.map_unordered(evaluator, todo):
@@ -120,6 +132,7 @@ def run_search(strategy: Strategy, evaluator: Callable[[str], Mapping], results:
                 bar.update(1, best=best_so_far())
             stats = strategy.tell([results.get(e) for e in encodings])
             stale = 0 if todo else stale + 1
+            dry = 0 if any(e in mine for e in todo) or time_left() > 0 else dry + 1  # todo: new to the log
             round_no += 1
             entry = {"round": round_no, "evaluated": len(mine), "new": len(todo), "best": best_so_far(),
                      **{k: float(v) for k, v in stats.items()}}
