@@ -56,7 +56,14 @@ def test_end_to_end_search_survives_sigkill(tiny_data, tmp_path):
     assert (out / "latency_table.json").is_file() and (out / "pareto.png").stat().st_size > 0
     assert (out / "report.html").is_file() and (out / "best.json").is_file()
     assert sorted(s.stem for s in (out / "stages").glob("*.json")) == ["baselines", "lut", "report", "retrain",
-                                                                       "search", "timed_together"]
+                                                                       "screen", "search", "timed_together"]
+    # the searched detectors retrained: those measured within T in the screening first, by reward within each
+    screen = report["screen"]
+    assert screen["limit_ms"] == pytest.approx(0.9 * screen["fpnlite_ms"]) and len(screen["latency_ms"]) == 4
+    tops = [rows[n] for n in ("top1", "top2")]
+    assert all(r["screened_ms"] == screen["latency_ms"][r["arch"]] for r in tops)
+    within = [r["arch"] in screen["within"] for r in tops]
+    assert within == sorted(within, reverse=True)
     assert main(["search", "nas-eod", "--data", str(tiny_data), "--out", str(out),
                  *[v if v != "0.25" else "0.5" for v in TINY_RUN]]) == 1
 

@@ -8,12 +8,15 @@ Its own stages, on the shared kit (run directory, search loop, retrain-and-score
    detectors (Kendall tau, mean error), the FPNLite baselines timed in the same sweeps.
 2. **baselines** — MobileNetV2-SSDLite and MobileNetV2-FPNLite at each neck width, in the space's
    terms (width, input, head), trained and scored like the candidates; unless ``--target-latency-ms``
-   is given, the target latency T is the narrowest FPNLite's, from the table check's sweeps.
+   is given, the target latency T is ``--target-ratio`` x the narrowest FPNLite's, from the table
+   check's sweeps.
 3. **search** — the LSTM controller + PPO (:class:`~nasx.search.ControllerStrategy`) on the kit's
    loop over :class:`~nasx.spaces.nas_eod.NasEodSpace` (backbone and neck together); each candidate
    is trained from scratch for a few steps (:class:`~nasx.evaluate.eod_evaluator.NasEodEvaluator`)
-   and rewarded by −(λc·Lc + λr·Lr + Lat(m)), Lat from the table.
-4. **retrain** — the baselines and the top-k by reward, the same steps from scratch; scored by
+   and rewarded by −(λc·Lc + λr·Lr + Lat(m)), Lat from the table; one the table predicts over T is
+   not trained (unless ``--train-over-target``): the narrowest FPNLite's losses stand in for its own.
+4. **screen** — the best 4 x top-k by reward timed whole beside the narrowest FPNLite; those within T
+   go first. **retrain** — the baselines and the top-k so ordered, the same steps from scratch; scored by
    COCO mAP / AP50, MACs, params and *measured* latency (with the table's prediction beside it),
    then all of them timed against each other (:func:`~nasx.pipelines.retrain.time_together`): the
    latencies the report compares.
@@ -80,6 +83,10 @@ class NasEodConfig(RunSettings):
     max_archs: Optional[int] = field(default=None, metadata=opt("stop the search after this many architectures"))
     top_k: int = field(default=3, metadata=opt("searched detectors retrained (the baselines are too)"))
     retrain_steps: int = field(default=400, metadata=opt("steps of the final training from scratch"))
+    screen: bool = field(default=True, metadata=opt(
+        "no screening: by default the best 4 x --top-k candidates are timed whole with the narrowest FPNLite before "
+        "retraining and those measured within T go first (a search steered by the table picks its optimistic "
+        "errors)", flag="--no-screen", negate=True))
     final_sweeps: int = final_sweeps_field()
     seed: int = field(default=0, metadata=opt("seed of the controller and the training"))
 
@@ -262,17 +269,54 @@ class _NasEod:
         return summary
 
     # -- 4. retrain ----------------------------------------------------------------------------
-    def stage_retrain(self, table, baselines: dict) -> list[dict]:
+    def stage_screen(self, target_ms: float) -> Optional[dict]:
+        """The best ``4 x top_k`` trained candidates by reward timed whole (fresh builds, as the table's check
+        times), in the same sweeps as the narrowest FPNLite: which are within T when measured. A search steered
+        by the table's predictions selects the candidates it under-predicts most, so the choice of what to
+        retrain is made on measurement. None with ``--no-screen`` or without a table (every candidate measured)."""
+        from nasx.evaluate.cost import measure_together
+        from nasx.search import best_records, trained
+        from nasx.spaces.detectors import build_from_spec
+
+        cfg = self.cfg
+        if not cfg.screen or cfg.short.latency_runtime != "torch":
+            return None
+        done = self.run.done("screen")
+        if done is None:
+            pool = [r["encoding"] for r in best_records(filter(trained, self.results), 4 * cfg.top_k,
+                                                        source="search")]
+            name = f"MobileNetV2-FPNLite@{self.space.neck_widths[0]}"
+            models = {e: self.space.build(e) for e in pool}
+            models[name] = build_from_spec(self.space.baseline_spec(self.space.neck_widths[0])[0])
+            log.info("[4/5] timing the best %d candidates whole with %s (%d sweeps)", len(pool), name, cfg.final_sweeps)
+            how = cfg.short.timing(cfg.device)
+            ms = {k: rep.median_ms for k, rep in measure_together(
+                models, torch.rand(1, 3, *self.space.input_size), device=how["device"], repeats=cfg.final_sweeps,
+                threads=how["threads"], clock=how["clock"]).items()}
+            # T in this measurement's units: the flag as given, else the ratio of FPNLite's time here
+            limit = cfg.target_latency_ms if cfg.target_latency_ms is not None else cfg.target_ratio * ms[name]
+            done = self.run.mark_done("screen", {"latency_ms": {e: ms[e] for e in pool}, "fpnlite": name,
+                                                 "fpnlite_ms": ms[name], "limit_ms": limit, "target_ms": target_ms,
+                                                 "within": [e for e in pool if ms[e] <= limit],
+                                                 "sweeps": cfg.final_sweeps})
+        return done
+
+    def stage_retrain(self, table, baselines: dict, screen: Optional[dict]) -> list[dict]:
         from nasx.search import best_records, trained
 
         specs = self.baselines()
         candidates = [Candidate(name, BASELINE_PREFIX + name, specs[name][0],
                                 {"reward": r["reward"], "short_map": r["map"], "predicted_ms": None})
                       for name, r in baselines.items() if r and r.get("status") == "ok"]
-        for i, r in enumerate(best_records(filter(trained, self.results), self.cfg.top_k, source="search")):
+        ranked = best_records(filter(trained, self.results), 4 * self.cfg.top_k, source="search")
+        if screen is not None:      # those measured within T first, each group by reward
+            ranked.sort(key=lambda r: r["encoding"] not in screen["within"])
+        for i, r in enumerate(ranked[: self.cfg.top_k]):
             candidates.append(Candidate(f"top{i + 1}", r["encoding"], self.space.spec(r["encoding"])[0],
                                         {"reward": r["reward"], "short_map": r["map"],
-                                         "predicted_ms": table.predict(r["encoding"]) if table else None}))
+                                         "predicted_ms": table.predict(r["encoding"]) if table else None,
+                                         "screened_ms": None if screen is None else screen["latency_ms"].get(
+                                             r["encoding"])}))
         from nasx.data import coco_layout_dataset
         from nasx.data.transforms import detection_transforms
 
@@ -290,7 +334,7 @@ class _NasEod:
         from nasx.evaluate.rank import kendall_tau
         from nasx.search import trained
 
-        extra = ("reward", "short_map", "predicted_ms", "latency_ms_alone")
+        extra = ("reward", "short_map", "predicted_ms", "screened_ms", "latency_ms_alone")
         base = {r["name"]: r for r in rows if not r["name"].startswith("top")}
         searched = [r for r in rows if r["name"].startswith("top")]
         best = max(searched, key=lambda r: (r["map"], -r["latency_ms"])) if searched else None
@@ -315,7 +359,7 @@ class _NasEod:
             "lut": None if check is None else {k: check.get(k) for k in (
                 "kendall_tau", "spearman", "repeat_tau", "mean_abs_pct_error", "scale_fit",
                 "mean_abs_pct_error_fitted", "n", "device", "threads", "clock", "sampling", "also_ms")},
-            "timed_together": self.run.done("timed_together"),
+            "timed_together": self.run.done("timed_together"), "screen": self.run.done("screen"),
             "latency_runtime": self.cfg.short.latency_runtime,
             # searched: every architecture proposed; evaluated: those trained (the others predicted over T)
             "searched": len(records), "evaluated": sum(1 for r in records if trained(r)),
@@ -373,7 +417,7 @@ def run_nas_eod(cfg: NasEodConfig) -> dict:
             nas.run.reached("baselines")
             untrained = nas.untrained_losses(table, baselines)
             summary = nas.stage_search(workers, nas.evaluator(table, target, untrained), baselines)
-        rows = nas.stage_retrain(table, baselines)
+        rows = nas.stage_retrain(table, baselines, nas.stage_screen(target))
         nas.run.reached("retrain", {"retrained": len(rows)})
         rows = time_together(nas.run, rows, input_size=nas.space.input_size, sweeps=cfg.final_sweeps,
                              timing=cfg.short.timing(cfg.device))

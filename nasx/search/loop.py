@@ -129,7 +129,7 @@ def run_search(strategy: Strategy, evaluator: Callable[[str], Mapping], results:
                     mine.add(todo[i])
                 if on_record is not None:
                     on_record(record)
-                bar.update(1, best=best_so_far())
+                bar.update(1 if counted(record) else 0, best=best_so_far())  # the bar counts what counts
             stats = strategy.tell([results.get(e) for e in encodings])
             stale = 0 if todo else stale + 1
             dry = 0 if any(e in mine for e in todo) or time_left() > 0 else dry + 1  # todo: new to the log
