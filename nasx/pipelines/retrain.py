@@ -107,7 +107,7 @@ def time_together(run: RunDir, rows: Sequence[Mapping], *, input_size: tuple[int
     from the joint timing and ``latency_ms_alone`` the earlier figure; done once per run (stage
     ``stage``). ``timing`` as :func:`retrain_and_score`'s; ONNX Runtime timings (one session per
     export) are returned unchanged."""
-    from nasx.evaluate.cost import measure_together, runtime_device
+    from nasx.evaluate.cost import measure_together
     from nasx.spaces.detectors import build_from_spec
     from nasx.train.checkpoint import load_checkpoint
 
@@ -121,7 +121,7 @@ def time_together(run: RunDir, rows: Sequence[Mapping], *, input_size: tuple[int
             state = load_checkpoint(run.path(r["checkpoint"]), required_keys=("model", "meta"))
             models[r["name"]] = build_from_spec(state["meta"]["build"])
             models[r["name"]].load_state_dict(state["model"])
-        device = how.get("device") or runtime_device("cpu", "torch")
+        device = how.get("device") or "cpu"
         log.info("timing the %d retrained detectors against each other (%d sweeps)", len(models), sweeps)
         reports = measure_together(models, torch.rand(1, 3, *input_size), device=device, repeats=sweeps,
                                    threads=how.get("threads"), clock=how.get("clock", "wall"))

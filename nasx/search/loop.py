@@ -29,7 +29,7 @@ from nasx.search.results import ResultsLog
 from nasx.search.strategy import Strategy, scored
 from nasx.search.workers import InlineWorkers, Workers
 
-__all__ = ["run_search", "best_records", "load_search_state"]
+__all__ = ["run_search", "best_records", "load_search_state", "trained"]
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ def run_search(strategy: Strategy, evaluator: Callable[[str], Mapping], results:
                 bar.update(1 if counted(record) else 0, best=best_so_far())  # the bar counts what counts
             stats = strategy.tell([results.get(e) for e in encodings])
             stale = 0 if todo else stale + 1
-            dry = 0 if any(e in mine for e in todo) or time_left() > 0 else dry + 1  # todo: new to the log
+            dry = 0 if any(e in mine for e in todo) or time_left() > 0 else dry + 1  # todo: this round's new ones
             round_no += 1
             entry = {"round": round_no, "evaluated": len(mine), "new": len(todo), "best": best_so_far(),
                      **{k: float(v) for k, v in stats.items()}}
