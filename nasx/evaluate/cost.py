@@ -36,7 +36,7 @@ from torch import nn
 from nasx.ops import DeformConv2d
 
 __all__ = ["LatencyReport", "MacsReport", "RUNTIMES", "count_detector_macs", "count_macs", "count_params",
-           "measure_latency", "measure_together", "sweep_times"]
+           "measure_latency", "measure_together", "sweep_times", "torch_threads"]
 
 
 def count_params(module: nn.Module, *, trainable_only: bool = False) -> int:
@@ -334,7 +334,7 @@ def _checked(who: str, device, warmup: int, repeats: int, threads: Optional[int]
 
 
 @contextlib.contextmanager
-def _threads(n: int):
+def torch_threads(n: int):
     """torch's intra-op thread count set to ``n`` inside, restored after."""
     old = torch.get_num_threads()
     torch.set_num_threads(n)
@@ -366,7 +366,7 @@ def measure_together(models: Mapping[str, nn.Module], *inputs, device: str | tor
         raise ValueError("measure_together: expected at least one model, got none")
     device, threads = _checked("measure_together", device, warmup, repeats, threads, clock, runtime)
     args = tuple(x.to(device) if isinstance(x, torch.Tensor) else x for x in inputs)
-    with _threads(threads):
+    with torch_threads(threads):
         samples = sweep_times({name: (m, args) for name, m in models.items()}, device, warmup, repeats, clock)
     return {name: _report(s, device, runtime, threads, clock) for name, s in samples.items()}
 
@@ -396,6 +396,6 @@ def measure_latency(model: nn.Module, *inputs, device: str | torch.device = "cpu
     if runtime not in RUNTIMES:
         raise ValueError(f"measure_latency: runtime must be one of {RUNTIMES}, got {runtime!r}")
     device, threads = _checked("measure_latency", device, warmup, repeats, threads, clock, runtime)
-    with _threads(threads):
+    with torch_threads(threads):
         samples = _time_runtime(model, inputs, kwargs, device, warmup, repeats, runtime, clock)
     return _report(samples, device, runtime, threads, clock)

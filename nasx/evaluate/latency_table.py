@@ -44,7 +44,7 @@ from typing import Callable, Mapping, Optional
 import torch
 from torch import nn
 
-from nasx.evaluate.cost import CLOCKS, check_clock, sweep_times
+from nasx.evaluate.cost import CLOCKS, check_clock, sweep_times, torch_threads
 from nasx.evaluate.rank import kendall_tau, spearman_rho
 from nasx.spaces.mbconv import MBLayer
 from nasx.spaces.nas_eod import BACKBONE_LAYERS, EXPANSIONS, KERNELS, NECK_LEVELS, SE, NasEodSpace
@@ -247,13 +247,9 @@ class LatencyTable:
         device = str(torch.device(device))
         threads = threads or torch.get_num_threads()
         check_clock(clock, device, threads, who="LatencyTable")
-        old_threads = torch.get_num_threads()
-        torch.set_num_threads(threads)
-        try:
+        with torch_threads(threads):
             references = _references(space, device, seed)
             samples = _hooked_sweeps(references, space.input_size, device, warmup, repeats, clock, seed)
-        finally:
-            torch.set_num_threads(old_threads)
         log.info("latency table: %d entries from %d reference detectors timed %d times on %s", len(samples),
                  len(references), repeats, device)
         entries = {name: max(0.0, _STATS[statistic](values)) for name, values in samples.items()}
@@ -390,9 +386,7 @@ class LatencyTable:
                 break
         h, w = space.input_size
         images = torch.rand(1, 3, h, w, device=device)
-        old_threads = torch.get_num_threads()
-        torch.set_num_threads(self.threads)
-        try:
+        with torch_threads(self.threads):
             jobs: dict[str, Job] = {}
             for text in archs:
                 det = space.build(text)
@@ -402,8 +396,6 @@ class LatencyTable:
                 raise ValueError(f"LatencyTable.validate: also's names {sorted(set(extra) & set(jobs))} are encodings "
                                  f"of sampled architectures")
             samples = sweep_times({**jobs, **extra}, device, warmup, repeats, self.clock)
-        finally:
-            torch.set_num_threads(old_threads)
         pairs = [{"encoding": text, "predicted_ms": self.predict(text, postprocess=postprocess),
                   "measured_ms": _STATS[self.statistic](samples[text])} for text in archs]
         predicted = [p["predicted_ms"] for p in pairs]

@@ -277,7 +277,6 @@ class _NasEod:
         choice of what to retrain is made on measurement. None with ``--no-screen`` or without a table."""
         from nasx.evaluate.cost import measure_together
         from nasx.search import best_records, trained
-        from nasx.spaces.detectors import build_from_spec
 
         cfg = self.cfg
         if not cfg.screen or cfg.short.latency_runtime != "torch":
@@ -288,7 +287,7 @@ class _NasEod:
                                                         source="search")]
             names = {w: f"MobileNetV2-FPNLite@{w}" for w in self.space.neck_widths}
             models = {e: self.space.build(e) for e in pool}
-            models.update({names[w]: build_from_spec(self.space.baseline_spec(w)[0]) for w in names})
+            models.update(self.fpnlite_models())
             log.info("[4/5] timing the best %d candidates whole with MobileNetV2-FPNLite (%d sweeps)", len(pool),
                      cfg.final_sweeps)
             how = cfg.short.timing(cfg.device)
